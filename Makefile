@@ -1,0 +1,50 @@
+# Two commands for a new user: `make demo` and `make test`.
+# Both install into .venv first when it is missing or older than the
+# dependency files; Debian tools the tests talk to are installed with apt.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo
+SYSTEM_TOOLS := storescu:dcmtk dcmdump:dcmtk dciodvfy:dicom3tools chromium:chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-deps demo test lint format clean
+
+install: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+# dcmtk (storescu, dcmdump), dicom3tools (dciodvfy) and chromium are real peers in the tests.
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: install
+	@rm -rf $(DEMO_DIR)
+	SCIATIC_DATA_DIR=$(CURDIR)/$(DEMO_DIR) $(BIN)/sciatic db upgrade
+	SCIATIC_DATA_DIR=$(CURDIR)/$(DEMO_DIR) $(BIN)/sciatic config
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,204 @@
+"""Settings from the environment (``SCIATIC_*``) and an optional TOML file.
+
+Precedence: environment > config file (``SCIATIC_CONFIG_FILE``) > defaults.
+Every directory defaults beneath ``SCIATIC_DATA_DIR``. The table of settings in
+``docs/configuration.md`` is generated from this class (``sciatic config
+--markdown``) so that the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from sciatic.errors import ConfigurationError
+
+ENV_PREFIX = "SCIATIC_"
+CONFIG_FILE_ENV = "SCIATIC_CONFIG_FILE"
+PSEUDONYM_KEY_FILE = ".pseudonym_key"
+
+# Directories that default beneath data_dir, with the sub-folder they default to.
+_SUBDIRS: dict[str, str] = {
+    "drop_dir": "drop",
+    "archive_dir": "archive",
+    "quarantine_dir": "quarantine",
+    "labels_dir": "labels",
+    "model_dir": "models",
+    "volumes_dir": "volumes",
+    "results_dir": "results",
+}
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one sciatic process."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database; an embedded SQLite file "
+        "`<data_dir>/sciatic.db` when unset. PostgreSQL in production, e.g. "
+        "`postgresql+psycopg2://user@host/sciatic`.",
+    )
+    data_dir: Path = Field(
+        Path("sciatic-data"), description="Root of all data; the directories below default beneath it."
+    )
+    drop_dir: Path | None = Field(None, description="Drop folder scanned by ingest. Default `<data_dir>/drop`.")
+    archive_dir: Path | None = Field(
+        None, description="Originals after conversion, `<StudyUID>/<SeriesUID>/`. Default `<data_dir>/archive`."
+    )
+    quarantine_dir: Path | None = Field(
+        None, description="Bad files, with the reason in the database. Default `<data_dir>/quarantine`."
+    )
+    labels_dir: Path | None = Field(
+        None, description="Manual labels to import (NIfTI / DICOM SEG). Default `<data_dir>/labels`."
+    )
+    model_dir: Path | None = Field(None, description="Model checkpoints. Default `<data_dir>/models`.")
+    volumes_dir: Path | None = Field(None, description="Converted NIfTI volumes. Default `<data_dir>/volumes`.")
+    results_dir: Path | None = Field(None, description="Masks, pictures and reports. Default `<data_dir>/results`.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the U-Net runs: `auto` picks CUDA when available."
+    )
+    series_quiet_seconds: float = Field(
+        120.0, ge=0, description="A series is complete when no instance arrived for this long."
+    )
+    file_settle_seconds: float = Field(
+        5.0, ge=0, description="A file modified more recently than this is treated as still being written."
+    )
+    max_file_bytes: int = Field(2 * 1024**3, gt=0, description="Files larger than this are quarantined (`too_large`).")
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="Secret for the keyed HMAC that turns PatientID into a pseudonym. When unset, a "
+        "random key is created once in `<data_dir>/.pseudonym_key`; set it explicitly in production "
+        "so that every machine derives the same pseudonyms.",
+    )
+    inference_batch_size: int = Field(8, gt=0, description="Montages per forward pass (halved on GPU OOM).")
+    keep_largest_component: bool = Field(
+        True, description="Keep only the largest 3D connected component of a predicted mask."
+    )
+    failure_dice: float = Field(
+        0.05, ge=0, le=1, description="Dice below this counts as a failed segmentation (the seed's definition)."
+    )
+    retrain_min_new_labels: int = Field(
+        10, ge=1, description="New manual labels needed since the last training run to trigger retraining."
+    )
+    promote_margin_dice: float = Field(
+        0.01, ge=0, description="A challenger is promoted only if its mean Dice beats production by this margin."
+    )
+    segment_schedule: str = Field("0 1 * * *", description="Cron schedule of the nightly segmentation DAG.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            if not Path(config_file).is_file():
+                raise ConfigurationError(f"{CONFIG_FILE_ENV}={config_file} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _resolve_directories(self) -> Settings:
+        root = self.data_dir.expanduser().resolve()
+        object.__setattr__(self, "data_dir", root)
+        for name, sub in _SUBDIRS.items():
+            value: Path | None = getattr(self, name)
+            object.__setattr__(self, name, (value.expanduser().resolve() if value else root / sub))
+        return self
+
+    # Typed accessors: after validation every directory is set.
+    def dir(self, name: str) -> Path:
+        """One of the configured directories (``drop``, ``archive``, ...), created if missing."""
+        path: Path = getattr(self, f"{name}_dir")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'sciatic.db'}"
+
+    def pseudonym_secret(self) -> bytes:
+        """The HMAC key: configured, or generated once and kept in the data directory."""
+        if self.pseudonym_key is not None:
+            value = self.pseudonym_key.get_secret_value()
+            if len(value) < 16:
+                raise ConfigurationError("SCIATIC_PSEUDONYM_KEY must be at least 16 characters long")
+            return value.encode()
+        key_file = self.data_dir / PSEUDONYM_KEY_FILE
+        if not key_file.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        return key_file.read_text().strip().encode()
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(environment variable, effective value, description) with secrets masked."""
+        rows = []
+        for name, field in type(self).model_fields.items():
+            value: Any = getattr(self, name)
+            if name == "database_url":
+                shown = mask_url(self.effective_database_url)
+            elif isinstance(value, SecretStr):
+                shown = "********"
+            elif name == "pseudonym_key":
+                shown = f"(unset: key file {self.data_dir / PSEUDONYM_KEY_FILE})"
+            else:
+                shown = str(value)
+            rows.append((ENV_PREFIX + name.upper(), shown, field.description or ""))
+        return rows
+
+
+def defaults_table() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for the documentation."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, Path):
+            default = str(default)
+        rows.append((ENV_PREFIX + name.upper(), "" if default is None else str(default), field.description or ""))
+    return rows
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            f" (got {error.get('input')!r})"
+            for error in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from exc

@@ -1,0 +1,79 @@
+"""Alembic, driven from Python: ``sciatic db upgrade|downgrade|status|revision``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from sciatic.config import mask_url
+from sciatic.errors import ConfigurationError, DatabaseNotReadyError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise ConfigurationError(
+            f"migrations not found at {MIGRATIONS_DIR}; install sciatic from its source tree (pip install -e .)"
+        )
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    # ConfigParser interpolation: a literal % in a password must be doubled.
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def new_revision(url: str, message: str, autogenerate: bool = True) -> None:
+    """Write ``migrations/versions/NNNN_slug.py`` numbered after the current head."""
+    cfg = alembic_config(url)
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    rev_id = f"{int(head or 0) + 1:04d}"
+    command.revision(cfg, message=message, autogenerate=autogenerate, rev_id=rev_id)
+
+
+@dataclass(frozen=True)
+class DbStatus:
+    url: str
+    current: str | None
+    head: str | None
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+    def describe(self) -> str:
+        state = "up to date" if self.up_to_date else "behind: run `sciatic db upgrade`"
+        return (
+            f"database {self.url}\ncurrent revision {self.current or '(empty)'}\nhead revision    {self.head}\n{state}"
+        )
+
+
+def status(engine: Engine) -> DbStatus:
+    script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False)))
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return DbStatus(mask_url(engine.url.render_as_string(hide_password=False)), current, script.get_current_head())
+
+
+def require_head(engine: Engine) -> None:
+    """Raise DatabaseNotReadyError unless the schema is at the code's head revision."""
+    state = status(engine)
+    if not state.up_to_date:
+        raise DatabaseNotReadyError(
+            f"database schema is at {state.current or 'nothing'}, code expects {state.head}: run `sciatic db upgrade`"
+        )

@@ -1,0 +1,91 @@
+"""Domain exceptions and reason codes.
+
+Every exception says, in its docstring, what the operator can do about it.
+Reason codes are stored in the database (``quarantine.reason``,
+``series.refusal_reason``) so that they can be counted with SQL.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ReasonCode(StrEnum):
+    """Why a file was quarantined or a series was refused."""
+
+    # file level
+    NOT_DICOM = "not_dicom"
+    UNREADABLE_FILE = "unreadable_file"
+    TRUNCATED = "truncated"
+    UNREADABLE_PIXELS = "unreadable_pixels"
+    UNSUPPORTED_PIXELS = "unsupported_pixels"
+    NOT_MR = "not_mr"
+    NOT_IMAGE = "not_image"
+    MISSING_UID = "missing_uid"
+    SOP_CONFLICT = "sop_conflict"
+    TOO_LARGE = "too_large"
+    UNSAFE_PATH = "unsafe_path"
+    # series level
+    MISSING_GEOMETRY = "missing_geometry"
+    SINGLE_SLICE = "single_slice"
+    DUPLICATE_POSITIONS = "duplicate_positions"
+    MULTI_VOLUME = "multi_volume"
+    MIXED_ORIENTATION = "mixed_orientation"
+    MIXED_MATRIX = "mixed_matrix"
+    NONUNIFORM_SPACING = "nonuniform_spacing"
+    SHEARED_SLICES = "sheared_slices"
+    INCOMPLETE = "incomplete"
+    # labels
+    GEOMETRY_MISMATCH = "geometry_mismatch"
+    UNMATCHED_LABEL = "unmatched_label"
+    UNREADABLE_MASK = "unreadable_mask"
+
+
+class SciaticError(Exception):
+    """Base class of every error the service raises on purpose."""
+
+
+class ConfigurationError(SciaticError):
+    """A setting is missing or invalid.
+
+    Recovery: fix the named ``SCIATIC_*`` variable or config-file entry;
+    ``sciatic config`` prints the effective values.
+    """
+
+
+class DatabaseNotReadyError(SciaticError):
+    """The database schema is missing or behind the code.
+
+    Recovery: run ``sciatic db upgrade``; ``sciatic db status`` shows where it is.
+    """
+
+
+class InputRefusedError(SciaticError):
+    """An input (file, series, label) cannot be used, for a recorded reason.
+
+    Recovery: none needed for the batch, which goes on; the item is
+    quarantined or refused with ``reason`` and ``detail`` so that a person can
+    fix it at the source (re-send from PACS, re-export the label) and drop it
+    in again.
+    """
+
+    def __init__(self, reason: ReasonCode, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ModelIntegrityError(SciaticError):
+    """A checkpoint's bytes do not match the sha256 in the model registry.
+
+    Recovery: restore the checkpoint file from backup, or retire the model
+    version (``sciatic models retire ID``) and promote another.
+    """
+
+
+class NoProductionModelError(SciaticError):
+    """Segmentation was asked for but no model is in production.
+
+    Recovery: train one (``sciatic train``) and promote it
+    (``sciatic models promote ID``), or pass ``--model ID``.
+    """

@@ -1,0 +1,60 @@
+"""Shared fixtures: an isolated data directory per test and real PostgreSQL databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sciatic.config import get_settings
+from tests.postgres import create_database, drop_database, postgres_server
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DICOM = REPO_ROOT.parent / "shared" / "data" / "dicom-real"
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own data directory and no SCIATIC_* from the caller's shell."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SCIATIC_") and name != "SCIATIC_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)
+    data_dir = tmp_path / "sciatic-data"
+    monkeypatch.setenv("SCIATIC_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    yield data_dir
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """URL of a PostgreSQL server where tests may create databases and roles."""
+    try:
+        with postgres_server() as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def pg_database(pg_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    url = create_database(pg_server)
+    try:
+        yield url
+    finally:
+        drop_database(pg_server, url)
+
+
+@pytest.fixture
+def pg_settings(pg_database: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point SCIATIC_DATABASE_URL at a fresh, migrated PostgreSQL database."""
+    from sciatic.db import migrate
+
+    monkeypatch.setenv("SCIATIC_DATABASE_URL", pg_database)
+    get_settings.cache_clear()
+    migrate.upgrade(pg_database)
+    return pg_database
