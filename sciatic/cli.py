@@ -55,6 +55,46 @@ def _cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from sciatic import pipeline
+
+    report = pipeline.ingest(run_id=args.run_id)
+    print(report.summary())
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from sciatic.dicom.convert import convert_directory
+
+    try:
+        report = convert_directory(args.dicom_dir, args.output)
+    except OSError as exc:
+        print(f"sciatic: error: {exc}", file=sys.stderr)
+        return 1
+    converted = [s for s in report.series if s.output is not None]
+    for outcome in report.series:
+        what = outcome.output.name if outcome.output else f"refused ({outcome.reason}): {outcome.detail}"
+        print(f"{outcome.series_instance_uid}  {outcome.series_description or '-'}  {what}")
+    for refusal in report.refused_files:
+        print(f"{refusal.path}  not used ({refusal.reason}): {refusal.detail}")
+    print(
+        f"{len(converted)} of {len(report.series)} series converted, {len(report.refused_files)} files not used; "
+        f"details in {report.report_path}"
+    )
+    return 0
+
+
+def _cmd_qc(args: argparse.Namespace) -> int:
+    import json
+
+    from sciatic.evaluation.qc import compare_files
+
+    if args.qc_command == "compare":
+        result = compare_files(args.prediction, args.label)
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    return 0
+
+
 def recovery_hint(exc: SciaticError) -> str | None:
     """The 'Recovery:' paragraph of the exception's docstring, on one line."""
     doc = type(exc).__doc__ or ""
@@ -89,6 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-m", "--message", required=True)
     q.add_argument("--empty", action="store_true", help="do not autogenerate from the ORM")
     p.set_defaults(handler=_cmd_db)
+
+    p = commands.add_parser("convert", help="convert a folder of DICOM files to NIfTI volumes (no database)")
+    p.add_argument("dicom_dir", help="folder searched recursively for DICOM files")
+    p.add_argument("-o", "--output", required=True, help="output folder: one .nii.gz per series + series.json")
+    p.set_defaults(handler=_cmd_convert)
+
+    p = commands.add_parser("ingest", help="one pass over the drop folder: index, quarantine, convert quiet series")
+    p.add_argument("--run-id", help="name this pass in the audit trail (Airflow passes its run id)")
+    p.set_defaults(handler=_cmd_ingest)
+
+    p = commands.add_parser("qc", help="quality control: compare two masks")
+    qc = p.add_subparsers(dest="qc_command", required=True, metavar="ACTION")
+    q = qc.add_parser("compare", help="Dice, HD95, surface distance, volume similarity of two masks, as JSON")
+    q.add_argument("prediction", help="mask NIfTI (e.g. a model's)")
+    q.add_argument("label", help="mask NIfTI on the same grid (e.g. a rater's)")
+    p.set_defaults(handler=_cmd_qc)
 
     return parser
 

@@ -25,6 +25,7 @@ class ReasonCode(StrEnum):
     SOP_CONFLICT = "sop_conflict"
     TOO_LARGE = "too_large"
     UNSAFE_PATH = "unsafe_path"
+    ABANDONED_TEMPORARY = "abandoned_temporary"
     # series level
     MISSING_GEOMETRY = "missing_geometry"
     SINGLE_SLICE = "single_slice"
@@ -38,7 +39,6 @@ class ReasonCode(StrEnum):
     # labels
     GEOMETRY_MISMATCH = "geometry_mismatch"
     UNMATCHED_LABEL = "unmatched_label"
-    UNREADABLE_MASK = "unreadable_mask"
 
 
 class SciaticError(Exception):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-25 03:18:34.977120
+Create Date: 2026-11-25
 """
 
 from __future__ import annotations
@@ -58,12 +58,7 @@ def upgrade() -> None:
         sa.Column("detail", sa.JSON(), nullable=True),
         sa.Column("sciatic_version", sa.String(length=32), nullable=False),
         sa.Column("hostname", sa.String(length=255), nullable=False),
-        sa.Column(
-            "run_id",
-            sa.String(length=255),
-            nullable=True,
-            comment="Airflow run id or CLI invocation",
-        ),
+        sa.Column("run_id", sa.String(length=255), nullable=True, comment="Airflow run id or CLI invocation"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pipeline_event")),
     )
     with op.batch_alter_table("pipeline_event", schema=None) as batch_op:
@@ -80,12 +75,8 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("sop_instance_uid", sa.String(length=64), nullable=True),
         sa.Column("series_instance_uid", sa.String(length=64), nullable=True),
-        sa.Column(
-            "other_sha256",
-            sa.String(length=64),
-            nullable=True,
-            comment="the indexed copy, for sop_conflict",
-        ),
+        sa.Column("other_sha256", sa.String(length=64), nullable=True, comment="the indexed copy, for sop_conflict"),
+        sa.Column("moved_at", sa.DateTime(timezone=True), nullable=True, comment="NULL while the move is pending"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_quarantine")),
     )
@@ -119,21 +110,11 @@ def upgrade() -> None:
     op.create_table(
         "training_run",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column(
-            "trigger",
-            sa.String(length=32),
-            nullable=False,
-            comment="cli, schedule, labels",
-        ),
+        sa.Column("trigger", sa.String(length=32), nullable=False, comment="cli, schedule, labels"),
         sa.Column("config_name", sa.String(length=32), nullable=False),
         sa.Column("config", sa.JSON(), nullable=False),
         sa.Column("seed", sa.Integer(), nullable=False),
-        sa.Column(
-            "split",
-            sa.JSON(),
-            nullable=False,
-            comment="series ids per part: train, val, test",
-        ),
+        sa.Column("split", sa.JSON(), nullable=False, comment="series ids per part: train, val, test"),
         sa.Column("challenger_model_id", sa.Integer(), nullable=True),
         sa.Column("champion_model_id", sa.Integer(), nullable=True),
         sa.Column("challenger_metrics", sa.JSON(), nullable=True),
@@ -148,9 +129,7 @@ def upgrade() -> None:
             name=op.f("fk_training_run_challenger_model_id_model_version"),
         ),
         sa.ForeignKeyConstraint(
-            ["champion_model_id"],
-            ["model_version.id"],
-            name=op.f("fk_training_run_champion_model_id_model_version"),
+            ["champion_model_id"], ["model_version.id"], name=op.f("fk_training_run_champion_model_id_model_version")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_training_run")),
     )
@@ -175,18 +154,8 @@ def upgrade() -> None:
         sa.Column("spacing_x_mm", sa.Float(), nullable=True),
         sa.Column("spacing_y_mm", sa.Float(), nullable=True),
         sa.Column("spacing_z_mm", sa.Float(), nullable=True),
-        sa.Column(
-            "affine",
-            sa.JSON(),
-            nullable=True,
-            comment="4x4 RAS+ voxel-to-world matrix, mm",
-        ),
-        sa.Column(
-            "orientation",
-            sa.String(length=3),
-            nullable=True,
-            comment="nibabel axis codes, e.g. LPS",
-        ),
+        sa.Column("affine", sa.JSON(), nullable=True, comment="4x4 RAS+ voxel-to-world matrix, mm"),
+        sa.Column("orientation", sa.String(length=3), nullable=True, comment="nibabel axis codes, e.g. LPS"),
         sa.Column("volume_path", sa.Text(), nullable=True),
         sa.Column("volume_sha256", sa.String(length=64), nullable=True),
         sa.Column("converted_at", sa.DateTime(timezone=True), nullable=True),
@@ -194,24 +163,12 @@ def upgrade() -> None:
         sa.Column("refusal_detail", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["study_id"], ["study.id"], name=op.f("fk_series_study_id_study")),
-        sa.ForeignKeyConstraint(
-            ["supersedes_id"],
-            ["series.id"],
-            name=op.f("fk_series_supersedes_id_series"),
-        ),
+        sa.ForeignKeyConstraint(["supersedes_id"], ["series.id"], name=op.f("fk_series_supersedes_id_series")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_series")),
-        sa.UniqueConstraint(
-            "series_instance_uid",
-            "version",
-            name=op.f("uq_series_series_instance_uid_version"),
-        ),
+        sa.UniqueConstraint("series_instance_uid", "version", name=op.f("uq_series_series_instance_uid_version")),
     )
     with op.batch_alter_table("series", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_series_series_instance_uid"),
-            ["series_instance_uid"],
-            unique=False,
-        )
+        batch_op.create_index(batch_op.f("ix_series_series_instance_uid"), ["series_instance_uid"], unique=False)
         batch_op.create_index(batch_op.f("ix_series_study_id"), ["study_id"], unique=False)
 
     op.create_table(
@@ -226,24 +183,18 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("drop_path", sa.Text(), nullable=False, comment="where the file was found"),
-        sa.Column("archive_path", sa.Text(), nullable=True),
+        sa.Column("archive_path", sa.Text(), nullable=True, comment="set before the move (intent)"),
         sa.Column("state", sa.String(length=32), nullable=False),
         sa.Column("indexed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["series_id"],
-            ["series.id"],
-            name=op.f("fk_dicom_instance_series_id_series"),
-        ),
+        sa.ForeignKeyConstraint(["series_id"], ["series.id"], name=op.f("fk_dicom_instance_series_id_series")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dicom_instance")),
         sa.UniqueConstraint("sop_instance_uid", name=op.f("uq_dicom_instance_sop_instance_uid")),
     )
     with op.batch_alter_table("dicom_instance", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_dicom_instance_series_id"), ["series_id"], unique=False)
         batch_op.create_index(
-            batch_op.f("ix_dicom_instance_series_instance_uid"),
-            ["series_instance_uid"],
-            unique=False,
+            batch_op.f("ix_dicom_instance_series_instance_uid"), ["series_instance_uid"], unique=False
         )
 
     op.create_table(
@@ -261,10 +212,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["series_id"], ["series.id"], name=op.f("fk_manual_label_series_id_series")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_manual_label")),
         sa.UniqueConstraint(
-            "series_id",
-            "rater",
-            "source_sha256",
-            name=op.f("uq_manual_label_series_id_rater_source_sha256"),
+            "series_id", "rater", "source_sha256", name=op.f("uq_manual_label_series_id_rater_source_sha256")
         ),
     )
     with op.batch_alter_table("manual_label", schema=None) as batch_op:
@@ -284,24 +232,14 @@ def upgrade() -> None:
         sa.Column("total_seconds", sa.Float(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["model_version_id"],
-            ["model_version.id"],
-            name=op.f("fk_segmentation_model_version_id_model_version"),
+            ["model_version_id"], ["model_version.id"], name=op.f("fk_segmentation_model_version_id_model_version")
         ),
         sa.ForeignKeyConstraint(["series_id"], ["series.id"], name=op.f("fk_segmentation_series_id_series")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_segmentation")),
-        sa.UniqueConstraint(
-            "series_id",
-            "model_version_id",
-            name=op.f("uq_segmentation_series_id_model_version_id"),
-        ),
+        sa.UniqueConstraint("series_id", "model_version_id", name=op.f("uq_segmentation_series_id_model_version_id")),
     )
     with op.batch_alter_table("segmentation", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_segmentation_model_version_id"),
-            ["model_version_id"],
-            unique=False,
-        )
+        batch_op.create_index(batch_op.f("ix_segmentation_model_version_id"), ["model_version_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_segmentation_series_id"), ["series_id"], unique=False)
 
     op.create_table(
@@ -312,11 +250,10 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("drop_path", sa.Text(), nullable=False),
         sa.Column("stored_path", sa.Text(), nullable=False, comment="where the copy was moved"),
+        sa.Column("moved_at", sa.DateTime(timezone=True), nullable=True, comment="NULL while the move is pending"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["instance_id"],
-            ["dicom_instance.id"],
-            name=op.f("fk_duplicate_file_instance_id_dicom_instance"),
+            ["instance_id"], ["dicom_instance.id"], name=op.f("fk_duplicate_file_instance_id_dicom_instance")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_duplicate_file")),
     )
@@ -335,9 +272,7 @@ def upgrade() -> None:
         sa.Column("signal_mean", sa.Float(), nullable=True),
         sa.Column("n_slices_with_nerve", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["segmentation_id"],
-            ["segmentation.id"],
-            name=op.f("fk_nerve_metric_segmentation_id_segmentation"),
+            ["segmentation_id"], ["segmentation.id"], name=op.f("fk_nerve_metric_segmentation_id_segmentation")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_nerve_metric")),
         sa.UniqueConstraint("segmentation_id", name=op.f("uq_nerve_metric_segmentation_id")),
@@ -351,43 +286,23 @@ def upgrade() -> None:
         sa.Column("flags", sa.JSON(), nullable=False),
         sa.Column("dice", sa.Float(), nullable=True),
         sa.Column("hd95_mm", sa.Float(), nullable=True),
-        sa.Column(
-            "assd_mm",
-            sa.Float(),
-            nullable=True,
-            comment="mean symmetric surface distance, mm",
-        ),
+        sa.Column("assd_mm", sa.Float(), nullable=True, comment="mean symmetric surface distance, mm"),
         sa.Column("volume_similarity", sa.Float(), nullable=True),
-        sa.Column(
-            "failed",
-            sa.Boolean(),
-            nullable=True,
-            comment="Dice below the failure threshold",
-        ),
+        sa.Column("failed", sa.Boolean(), nullable=True, comment="Dice below the failure threshold"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["manual_label_id"],
-            ["manual_label.id"],
-            name=op.f("fk_qc_result_manual_label_id_manual_label"),
+            ["manual_label_id"], ["manual_label.id"], name=op.f("fk_qc_result_manual_label_id_manual_label")
         ),
         sa.ForeignKeyConstraint(
-            ["segmentation_id"],
-            ["segmentation.id"],
-            name=op.f("fk_qc_result_segmentation_id_segmentation"),
+            ["segmentation_id"], ["segmentation.id"], name=op.f("fk_qc_result_segmentation_id_segmentation")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_qc_result")),
         sa.UniqueConstraint(
-            "segmentation_id",
-            "manual_label_id",
-            name=op.f("uq_qc_result_segmentation_id_manual_label_id"),
+            "segmentation_id", "manual_label_id", name=op.f("uq_qc_result_segmentation_id_manual_label_id")
         ),
     )
     with op.batch_alter_table("qc_result", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_qc_result_segmentation_id"),
-            ["segmentation_id"],
-            unique=False,
-        )
+        batch_op.create_index(batch_op.f("ix_qc_result_segmentation_id"), ["segmentation_id"], unique=False)
         batch_op.create_index(
             "uq_qc_result_label_free",
             ["segmentation_id"],
@@ -400,40 +315,19 @@ def upgrade() -> None:
         "slice_metric",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("segmentation_id", sa.Integer(), nullable=False),
-        sa.Column(
-            "slice_index",
-            sa.Integer(),
-            nullable=False,
-            comment="k in the converted volume, 0-based",
-        ),
-        sa.Column(
-            "csa_mm2",
-            sa.Float(),
-            nullable=False,
-            comment="cross-sectional area in the slice plane, mm²",
-        ),
+        sa.Column("slice_index", sa.Integer(), nullable=False, comment="k in the converted volume, 0-based"),
+        sa.Column("csa_mm2", sa.Float(), nullable=False, comment="cross-sectional area in the slice plane, mm²"),
         sa.Column("centroid_x_mm", sa.Float(), nullable=True, comment="RAS+, mm"),
         sa.Column("centroid_y_mm", sa.Float(), nullable=True, comment="RAS+, mm"),
         sa.Column("centroid_z_mm", sa.Float(), nullable=True, comment="RAS+, mm"),
-        sa.Column(
-            "signal_mean",
-            sa.Float(),
-            nullable=True,
-            comment="source signal inside the ROI",
-        ),
+        sa.Column("signal_mean", sa.Float(), nullable=True, comment="source signal inside the ROI"),
         sa.Column("signal_sd", sa.Float(), nullable=True),
         sa.Column("n_components", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["segmentation_id"],
-            ["segmentation.id"],
-            name=op.f("fk_slice_metric_segmentation_id_segmentation"),
+            ["segmentation_id"], ["segmentation.id"], name=op.f("fk_slice_metric_segmentation_id_segmentation")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_slice_metric")),
-        sa.UniqueConstraint(
-            "segmentation_id",
-            "slice_index",
-            name=op.f("uq_slice_metric_segmentation_id_slice_index"),
-        ),
+        sa.UniqueConstraint("segmentation_id", "slice_index", name=op.f("uq_slice_metric_segmentation_id_slice_index")),
     )
 
 

@@ -20,6 +20,7 @@ class SeriesStatus(StrEnum):
 
 class InstanceState(StrEnum):
     INDEXED = "indexed"  # in the drop folder, header read
+    ARCHIVING = "archiving"  # converted; the move to archive_path is recorded but may be pending
     ARCHIVED = "archived"  # moved to archive/<StudyUID>/<SeriesUID>/
 
 

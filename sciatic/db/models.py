@@ -147,7 +147,7 @@ class DicomInstance(Base):
     sha256: Mapped[str] = mapped_column(SHA256)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     drop_path: Mapped[str] = mapped_column(PATH, comment="where the file was found")
-    archive_path: Mapped[str | None] = mapped_column(PATH)
+    archive_path: Mapped[str | None] = mapped_column(PATH, comment="set before the move (intent)")
     state: Mapped[InstanceState] = mapped_column(StrEnumType(InstanceState), default=InstanceState.INDEXED)
     indexed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     archived_at: Mapped[dt.datetime | None] = mapped_column()
@@ -163,6 +163,7 @@ class DuplicateFile(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     drop_path: Mapped[str] = mapped_column(PATH)
     stored_path: Mapped[str] = mapped_column(PATH, comment="where the copy was moved")
+    moved_at: Mapped[dt.datetime | None] = mapped_column(comment="NULL while the move is pending")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -180,6 +181,7 @@ class Quarantine(Base):
     sop_instance_uid: Mapped[str | None] = mapped_column(UID)
     series_instance_uid: Mapped[str | None] = mapped_column(UID)
     other_sha256: Mapped[str | None] = mapped_column(SHA256, comment="the indexed copy, for sop_conflict")
+    moved_at: Mapped[dt.datetime | None] = mapped_column(comment="NULL while the move is pending")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
