@@ -1,0 +1,328 @@
+"""Nerve metrics of one segmentation: pure functions on a mask and its affine.
+
+Geometry follows ``docs/conventions.md``: arrays are ``(X, Y, Z)`` =
+(columns, rows, slices), the affine maps voxel indices to RAS+ millimetres, and
+slices are stacked along axis 2. All lengths are in mm, areas in mm², volumes
+in mm³, and every quantity is computed from the affine's columns, so oblique
+and non-square acquisitions are measured correctly.
+
+Empty-mask policy: counts, areas, volumes and lengths are ``0``; quantities
+that do not exist for an empty region (centroid, signal statistics, CSA
+summaries) are ``None`` (JSON ``null``). Nothing is ever NaN.
+
+Definitions are documented for users in ``docs/qc.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
+
+__all__ = [
+    "NerveMetrics",
+    "SeriesMetrics",
+    "SliceMetrics",
+    "as_mask",
+    "nerve_metrics",
+    "pixel_area_mm2",
+    "series_metrics",
+    "slice_metrics",
+    "slice_normal",
+    "slice_spacing_mm",
+    "validate_affine",
+    "voxel_spacing_mm",
+    "voxel_volume_mm3",
+]
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+#: 2D connectivity used to count components in a slice: 8-connectivity
+#: (pixels touching at an edge or a corner belong to the same component).
+SLICE_CONNECTIVITY = np.ones((3, 3), dtype=bool)
+#: 3D connectivity used to count components of the whole mask: 26-connectivity.
+VOLUME_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def validate_affine(affine: ArrayLike) -> FloatArray:
+    """Return ``affine`` as a float64 4x4 array; refuse non-finite or singular ones."""
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("affine contains non-finite values")
+    if abs(float(np.linalg.det(a[:3, :3]))) <= 1e-12:
+        raise ValueError("affine is singular (zero voxel volume)")
+    return a
+
+
+def pixel_area_mm2(affine: ArrayLike) -> float:
+    """True in-plane area of one pixel, ``|a0 x a1|`` (a0, a1: first two affine columns)."""
+    a = validate_affine(affine)
+    return float(np.linalg.norm(np.cross(a[:3, 0], a[:3, 1])))
+
+
+def voxel_volume_mm3(affine: ArrayLike) -> float:
+    """Volume of one voxel, ``|det(affine[:3, :3])|``."""
+    a = validate_affine(affine)
+    return float(abs(np.linalg.det(a[:3, :3])))
+
+
+def slice_normal(affine: ArrayLike) -> FloatArray:
+    """Unit normal of the slice plane, ``(a0 x a1) / |a0 x a1|``, oriented along +k."""
+    a = validate_affine(affine)
+    n = np.cross(a[:3, 0], a[:3, 1])
+    n /= np.linalg.norm(n)
+    if float(n @ a[:3, 2]) < 0:
+        n = -n
+    return n
+
+
+def slice_spacing_mm(affine: ArrayLike) -> float:
+    """Distance between adjacent slice planes: the third column projected on the normal.
+
+    Equals the DICOM slice spacing for an affine built as in the conventions,
+    and stays the true plane-to-plane distance for a sheared (gantry-tilt)
+    affine. ``pixel_area_mm2 * slice_spacing_mm == voxel_volume_mm3``.
+    """
+    a = validate_affine(affine)
+    return float(abs(slice_normal(a) @ a[:3, 2]))
+
+
+def voxel_spacing_mm(affine: ArrayLike) -> tuple[float, float, float]:
+    """Spacing along each array axis: the norms of the affine's first three columns."""
+    a = validate_affine(affine)
+    n = np.linalg.norm(a[:3, :3], axis=0)
+    return (float(n[0]), float(n[1]), float(n[2]))
+
+
+def as_mask(data: ArrayLike) -> BoolArray:
+    """Binary mask of a 3D array: non-zero voxels are nerve (NaN counts as zero)."""
+    arr = np.asanyarray(data)
+    if arr.ndim != 3:
+        raise ValueError(f"mask must be 3D (X, Y, Z), got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        return np.asarray(arr, dtype=bool)
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.nan_to_num(arr, nan=0.0)
+    return np.asarray(arr != 0, dtype=bool)
+
+
+def _signal(image: ArrayLike | None, shape: tuple[int, ...]) -> FloatArray | None:
+    if image is None:
+        return None
+    img = np.asarray(np.asanyarray(image), dtype=np.float64)
+    if img.shape != shape:
+        raise ValueError(f"image shape {img.shape} differs from mask shape {shape}")
+    return img
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class SliceMetrics:
+    """Metrics of the nerve ROI in one slice (array index ``k`` along axis 2).
+
+    ``centroid_ras_mm`` is in the affine's RAS+ patient coordinates (DICOM LPS
+    is ``(-x, -y, z)``). ``signal_sd`` is the population SD (ddof=0) of the
+    source image inside the ROI. Empty slice: zeros and ``None``.
+    """
+
+    slice_index: int
+    voxel_count: int
+    area_mm2: float
+    centroid_ras_mm: tuple[float, float, float] | None
+    signal_mean: float | None
+    signal_sd: float | None
+    n_components: int
+
+    @property
+    def has_nerve(self) -> bool:
+        return self.voxel_count > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.centroid_ras_mm is not None:
+            d["centroid_ras_mm"] = list(self.centroid_ras_mm)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesMetrics:
+    """Metrics of the nerve ROI over the whole series.
+
+    - ``volume_mm3`` = voxel count x ``|det(affine[:3, :3])|``.
+    - ``csa_*_mm2`` over the slices that contain nerve (``None`` if none do).
+    - ``first_slice``/``last_slice``: lowest/highest slice index with nerve.
+    - ``covered_length_mm`` = ``(last_slice - first_slice + 1) x slice spacing``:
+      the extent along the slice normal of the slab from the first to the last
+      nerve slice, each slice counted as one spacing thick (a single nerve
+      slice covers one spacing; empty gaps inside the range are included).
+    - ``gap_slices``: slices without nerve between first and last.
+    - ``signal_mean``: mean source signal over all ROI voxels (voxel-weighted).
+    - ``n_components_3d``: 26-connected components of the 3D mask.
+    """
+
+    n_slices: int
+    n_nerve_slices: int
+    first_slice: int | None
+    last_slice: int | None
+    gap_slices: int
+    voxel_count: int
+    volume_mm3: float
+    csa_mean_mm2: float | None
+    csa_median_mm2: float | None
+    csa_max_mm2: float | None
+    covered_length_mm: float
+    signal_mean: float | None
+    n_components_3d: int
+
+    @property
+    def is_empty(self) -> bool:
+        return self.voxel_count == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class NerveMetrics:
+    """Per-series metrics plus one :class:`SliceMetrics` per slice (all slices)."""
+
+    series: SeriesMetrics
+    slices: tuple[SliceMetrics, ...]
+    pixel_area_mm2: float
+    slice_spacing_mm: float
+    #: unit slice normal in RAS+ (direction of increasing slice index)
+    slice_normal: tuple[float, float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "series": self.series.to_dict(),
+            "slices": [s.to_dict() for s in self.slices],
+            "pixel_area_mm2": self.pixel_area_mm2,
+            "slice_spacing_mm": self.slice_spacing_mm,
+            "slice_normal": list(self.slice_normal),
+        }
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def slice_metrics(mask: ArrayLike, affine: ArrayLike, image: ArrayLike | None = None) -> tuple[SliceMetrics, ...]:
+    """Per-slice CSA, centroid, signal statistics and 2D component count (all slices).
+
+    ``image`` is the source volume on the same grid; without it the signal
+    fields are ``None``. Components use 8-connectivity in the slice plane.
+    """
+    m = as_mask(mask)
+    a = validate_affine(affine)
+    img = _signal(image, m.shape)
+    area = pixel_area_mm2(a)
+    out: list[SliceMetrics] = []
+    for k in range(m.shape[2]):
+        sl = m[:, :, k]
+        count = int(np.count_nonzero(sl))
+        if count == 0:
+            out.append(SliceMetrics(k, 0, 0.0, None, None, None, 0))
+            continue
+        ij = np.argwhere(sl).mean(axis=0)
+        c = a[:3, :3] @ np.array([ij[0], ij[1], float(k)]) + a[:3, 3]
+        mean: float | None = None
+        sd: float | None = None
+        if img is not None:
+            values = img[:, :, k][sl]
+            mean, sd = float(values.mean()), float(values.std())
+        _, n_comp = ndimage.label(sl, structure=SLICE_CONNECTIVITY)
+        out.append(
+            SliceMetrics(
+                slice_index=k,
+                voxel_count=count,
+                area_mm2=count * area,
+                centroid_ras_mm=(float(c[0]), float(c[1]), float(c[2])),
+                signal_mean=mean,
+                signal_sd=sd,
+                n_components=int(n_comp),
+            )
+        )
+    return tuple(out)
+
+
+def series_metrics(
+    mask: ArrayLike,
+    affine: ArrayLike,
+    image: ArrayLike | None = None,
+    slices: Sequence[SliceMetrics] | None = None,
+) -> SeriesMetrics:
+    """Volume, CSA summary, covered length and mean signal of the whole ROI.
+
+    ``slices`` may pass already computed :func:`slice_metrics` to avoid
+    recomputing them.
+    """
+    m = as_mask(mask)
+    a = validate_affine(affine)
+    if slices is None:
+        slices = slice_metrics(m, a, image)
+    if len(slices) != m.shape[2]:
+        raise ValueError(f"{len(slices)} slice metrics for {m.shape[2]} slices")
+    img = _signal(image, m.shape)
+    count = int(np.count_nonzero(m))
+    nerve = [s for s in slices if s.has_nerve]
+    if not nerve:
+        return SeriesMetrics(
+            n_slices=m.shape[2],
+            n_nerve_slices=0,
+            first_slice=None,
+            last_slice=None,
+            gap_slices=0,
+            voxel_count=0,
+            volume_mm3=0.0,
+            csa_mean_mm2=None,
+            csa_median_mm2=None,
+            csa_max_mm2=None,
+            covered_length_mm=0.0,
+            signal_mean=None,
+            n_components_3d=0,
+        )
+    csa = np.array([s.area_mm2 for s in nerve])
+    first, last = nerve[0].slice_index, nerve[-1].slice_index
+    _, n3d = ndimage.label(m, structure=VOLUME_CONNECTIVITY)
+    return SeriesMetrics(
+        n_slices=m.shape[2],
+        n_nerve_slices=len(nerve),
+        first_slice=first,
+        last_slice=last,
+        gap_slices=(last - first + 1) - len(nerve),
+        voxel_count=count,
+        volume_mm3=count * voxel_volume_mm3(a),
+        csa_mean_mm2=float(csa.mean()),
+        csa_median_mm2=float(np.median(csa)),
+        csa_max_mm2=float(csa.max()),
+        covered_length_mm=(last - first + 1) * slice_spacing_mm(a),
+        signal_mean=None if img is None else float(img[m].mean()),
+        n_components_3d=int(n3d),
+    )
+
+
+def nerve_metrics(mask: ArrayLike, affine: ArrayLike, image: ArrayLike | None = None) -> NerveMetrics:
+    """All metrics of one segmentation: per slice and per series."""
+    m = as_mask(mask)
+    a = validate_affine(affine)
+    slices = slice_metrics(m, a, image)
+    n = slice_normal(a)
+    return NerveMetrics(
+        series=series_metrics(m, a, image, slices),
+        slices=slices,
+        pixel_area_mm2=pixel_area_mm2(a),
+        slice_spacing_mm=slice_spacing_mm(a),
+        slice_normal=(float(n[0]), float(n[1]), float(n[2])),
+    )

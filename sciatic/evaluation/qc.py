@@ -1,0 +1,581 @@
+"""Quality control of a segmentation: overlap with a manual label, and label-free flags.
+
+Pure functions on numpy arrays and affines (geometry as in
+``docs/conventions.md``). User documentation: ``docs/qc.md``.
+
+Overlap and distances (with a label)
+    Dice, HD95, mean symmetric surface distance (ASSD) and volume similarity.
+    Surface voxels are mask voxels with at least one 6-neighbour outside the
+    mask or outside the array (binary erosion with a cross, border = 0).
+    Distances are Euclidean between surface-voxel centres in mm, with the
+    affine's column norms as the voxel spacing (exact for the orthogonal
+    affines that DICOM geometry gives). HD95 is the larger of the two directed
+    95th percentiles (linear interpolation); ASSD is the mean of both directed
+    distance sets pooled together.
+
+    These are the definitions of MONAI 1.x ``compute_hausdorff_distance``
+    (``percentile=95``) and ``compute_average_surface_distance``
+    (``symmetric=True``); the test suite checks agreement. They differ from
+    DeepMind's surface-distance package, which weights each surface element by
+    its area and computes the percentile over that weighted distribution.
+
+Empty-mask policy (explicit, JSON-safe)
+    Both masks empty: Dice 1, volume similarity 1, all distances 0.
+    Exactly one empty: Dice 0, volume similarity 0, distances ``math.inf``
+    (the distance to an empty set is unbounded); ``to_dict()`` writes
+    non-finite numbers as ``null``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
+
+from sciatic.errors import InputRefusedError, ReasonCode
+from sciatic.evaluation.metrics import (
+    NerveMetrics,
+    as_mask,
+    validate_affine,
+    voxel_spacing_mm,
+    voxel_volume_mm3,
+)
+
+__all__ = [
+    "FAIL_FLAGS",
+    "InterRaterSummary",
+    "MaskComparison",
+    "QcFinding",
+    "QcFlag",
+    "QcResult",
+    "QcStatus",
+    "QcThresholds",
+    "assess",
+    "check_same_grid",
+    "compare_files",
+    "compare_masks",
+    "dice",
+    "inter_rater_summary",
+    "load_mask",
+    "surface_distances_mm",
+    "volume_similarity",
+]
+
+FloatArray = NDArray[np.float64]
+BoolArray = NDArray[np.bool_]
+
+#: Seed's failure definition: Dice below this against a manual label.
+FAILURE_DICE = 0.05
+#: Two grids are the same when no corner of the voxel grid moves more than
+#: this fraction of the smallest voxel spacing between the two affines.
+GRID_TOLERANCE_VOXELS = 0.01
+
+
+def _json_float(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def check_same_grid(
+    shape_a: tuple[int, ...],
+    affine_a: ArrayLike,
+    shape_b: tuple[int, ...],
+    affine_b: ArrayLike,
+    *,
+    names: tuple[str, str] = ("prediction", "label"),
+    tolerance_voxels: float = GRID_TOLERANCE_VOXELS,
+) -> None:
+    """Refuse two masks that are not on the same voxel grid.
+
+    Same grid: equal shapes, and the two affines place every voxel of the
+    grid within ``tolerance_voxels`` x the smallest voxel spacing of each
+    other (checked at the grid's corners, where the difference is largest).
+
+    Raises:
+        InputRefusedError: ``GEOMETRY_MISMATCH``, naming what differs.
+    """
+    na, nb = names
+    if tuple(shape_a) != tuple(shape_b):
+        raise InputRefusedError(
+            ReasonCode.GEOMETRY_MISMATCH,
+            f"{na} has shape {tuple(shape_a)} but {nb} has shape {tuple(shape_b)}",
+        )
+    try:
+        a = validate_affine(affine_a)
+        b = validate_affine(affine_b)
+    except ValueError as exc:
+        raise InputRefusedError(ReasonCode.GEOMETRY_MISMATCH, f"invalid affine: {exc}") from exc
+    corners = np.array(list(itertools.product(*[(0, max(n - 1, 0)) for n in shape_a[:3]])), dtype=np.float64)
+    corners_h = np.c_[corners, np.ones(len(corners))]
+    shift = float(np.max(np.linalg.norm((corners_h @ (a - b).T)[:, :3], axis=1)))
+    tol = tolerance_voxels * min(voxel_spacing_mm(a) + voxel_spacing_mm(b))
+    if shift <= tol:
+        return
+    diffs: list[str] = []
+    sa, sb = voxel_spacing_mm(a), voxel_spacing_mm(b)
+    if not np.allclose(sa, sb, rtol=0, atol=tol):
+        diffs.append(f"voxel spacing {_fmt(sa)} vs {_fmt(sb)} mm")
+    dir_a = a[:3, :3] / np.array(sa)
+    dir_b = b[:3, :3] / np.array(sb)
+    cosines = np.clip(np.sum(dir_a * dir_b, axis=0), -1.0, 1.0)
+    angle = float(np.degrees(np.max(np.arccos(cosines))))
+    if angle > 0.01:
+        diffs.append(f"axis directions differ by up to {angle:.2f} degrees")
+    origin = float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
+    if origin > tol:
+        diffs.append(f"origin {_fmt(a[:3, 3])} vs {_fmt(b[:3, 3])} mm ({origin:.3f} mm apart)")
+    raise InputRefusedError(
+        ReasonCode.GEOMETRY_MISMATCH,
+        f"{na} and {nb} are on different grids: "
+        + "; ".join(diffs or ["affines differ"])
+        + f" (voxels displaced by up to {shift:.3f} mm, tolerance {tol:.3f} mm)",
+    )
+
+
+def _fmt(v: Any) -> str:
+    return "(" + ", ".join(f"{float(x):.4g}" for x in v) + ")"
+
+
+# --------------------------------------------------------------------------- overlap
+
+
+def dice(pred: ArrayLike, label: ArrayLike) -> float:
+    """Dice coefficient ``2|P∩L| / (|P| + |L|)``; both empty: 1, one empty: 0."""
+    p, lab = as_mask(pred), as_mask(label)
+    if p.shape != lab.shape:
+        raise ValueError(f"shapes differ: {p.shape} vs {lab.shape}")
+    total = int(np.count_nonzero(p)) + int(np.count_nonzero(lab))
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.count_nonzero(p & lab)) / total
+
+
+def volume_similarity(volume_a: float, volume_b: float) -> float:
+    """``1 - |Va - Vb| / (Va + Vb)`` (Taha & Hanbury 2015); both zero: 1."""
+    total = volume_a + volume_b
+    if total <= 0:
+        return 1.0
+    return 1.0 - abs(volume_a - volume_b) / total
+
+
+def _surface(mask: BoolArray) -> BoolArray:
+    # Voxels with a face neighbour outside the mask; outside the array counts as outside.
+    eroded = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1))
+    return np.asarray(mask & ~eroded, dtype=bool)
+
+
+def surface_distances_mm(
+    a: BoolArray, b: BoolArray, spacing: tuple[float, float, float]
+) -> tuple[FloatArray, FloatArray]:
+    """Directed surface distances in mm: (surface of ``a`` -> surface of ``b``, and back).
+
+    Both masks must be non-empty, 3D, and of the same shape.
+    """
+    if not a.any() or not b.any():
+        raise ValueError("surface distances need two non-empty masks")
+    # Crop to the union's bounding box plus one voxel: same surfaces, smaller transforms.
+    idx = np.argwhere(a | b)
+    lo = np.maximum(idx.min(axis=0) - 1, 0)
+    hi = np.minimum(idx.max(axis=0) + 2, a.shape)
+    box = tuple(slice(int(s), int(e)) for s, e in zip(lo, hi, strict=True))
+    # Cropping keeps at least one background voxel beside each surface, except at
+    # the array border, where erosion's border value of 0 gives the same result.
+    sa, sb = _surface(a[box]), _surface(b[box])
+    to_b = ndimage.distance_transform_edt(~sb, sampling=spacing)
+    to_a = ndimage.distance_transform_edt(~sa, sampling=spacing)
+    return np.asarray(to_b[sa], dtype=np.float64), np.asarray(to_a[sb], dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class MaskComparison:
+    """Agreement of a segmentation (``pred``) with a manual label on the same grid.
+
+    Distances in mm (``inf`` when exactly one mask is empty; ``to_dict`` gives
+    ``null``). ``failed`` is the seed's failure criterion, Dice < 0.05.
+    """
+
+    dice: float
+    hd95_mm: float
+    hausdorff_mm: float
+    assd_mm: float
+    volume_similarity: float
+    pred_voxels: int
+    label_voxels: int
+    pred_volume_mm3: float
+    label_volume_mm3: float
+    failed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (``json.dumps(..., allow_nan=False)`` works)."""
+        return {
+            "dice": self.dice,
+            "hd95_mm": _json_float(self.hd95_mm),
+            "hausdorff_mm": _json_float(self.hausdorff_mm),
+            "assd_mm": _json_float(self.assd_mm),
+            "volume_similarity": self.volume_similarity,
+            "pred_voxels": self.pred_voxels,
+            "label_voxels": self.label_voxels,
+            "pred_volume_mm3": self.pred_volume_mm3,
+            "label_volume_mm3": self.label_volume_mm3,
+            "failed": self.failed,
+        }
+
+
+def compare_masks(
+    pred: ArrayLike,
+    pred_affine: ArrayLike,
+    label: ArrayLike,
+    label_affine: ArrayLike,
+    *,
+    failure_dice: float = FAILURE_DICE,
+    names: tuple[str, str] = ("prediction", "label"),
+) -> MaskComparison:
+    """Compare two masks on the same grid (refused with ``GEOMETRY_MISMATCH`` otherwise)."""
+    p, lab = as_mask(pred), as_mask(label)
+    check_same_grid(p.shape, pred_affine, lab.shape, label_affine, names=names)
+    a = validate_affine(pred_affine)
+    vox = voxel_volume_mm3(a)
+    n_p, n_l = int(np.count_nonzero(p)), int(np.count_nonzero(lab))
+    d = dice(p, lab)
+    if n_p == 0 and n_l == 0:
+        hd95 = hd = assd = 0.0
+    elif n_p == 0 or n_l == 0:
+        hd95 = hd = assd = math.inf
+    else:
+        d_pl, d_lp = surface_distances_mm(p, lab, voxel_spacing_mm(a))
+        hd95 = max(float(np.percentile(d_pl, 95)), float(np.percentile(d_lp, 95)))
+        hd = max(float(d_pl.max()), float(d_lp.max()))
+        assd = float(np.concatenate([d_pl, d_lp]).mean())
+    return MaskComparison(
+        dice=d,
+        hd95_mm=hd95,
+        hausdorff_mm=hd,
+        assd_mm=assd,
+        volume_similarity=volume_similarity(n_p * vox, n_l * vox),
+        pred_voxels=n_p,
+        label_voxels=n_l,
+        pred_volume_mm3=n_p * vox,
+        label_volume_mm3=n_l * vox,
+        failed=d < failure_dice,
+    )
+
+
+def load_mask(path: str | Path) -> tuple[BoolArray, FloatArray]:
+    """Read a NIfTI mask as (binary mask, affine); trailing singleton axes are dropped.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        InputRefusedError: ``UNREADABLE_FILE`` if the file cannot be read as an
+            image, ``GEOMETRY_MISMATCH`` if it is not a 3D volume.
+    """
+    import nibabel as nib  # local import: nibabel is only needed for files
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no such mask file: {p}")
+    try:
+        img = nib.load(p)
+        data = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
+        affine = np.asarray(img.affine, dtype=np.float64)  # type: ignore[attr-defined]
+    except Exception as exc:  # nibabel raises several types for unreadable files
+        raise InputRefusedError(ReasonCode.UNREADABLE_FILE, f"{p.name}: not a readable NIfTI volume ({exc})") from exc
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise InputRefusedError(ReasonCode.GEOMETRY_MISMATCH, f"{p.name}: mask must be 3D, got shape {data.shape}")
+    return as_mask(data), affine
+
+
+def compare_files(
+    pred_path: str | Path, label_path: str | Path, *, failure_dice: float = FAILURE_DICE
+) -> MaskComparison:
+    """Load two NIfTI masks and :func:`compare_masks` them (``sciatic qc compare``)."""
+    pred, pred_affine = load_mask(pred_path)
+    label, label_affine = load_mask(label_path)
+    return compare_masks(
+        pred,
+        pred_affine,
+        label,
+        label_affine,
+        failure_dice=failure_dice,
+        names=(Path(pred_path).name, Path(label_path).name),
+    )
+
+
+# --------------------------------------------------------------------------- inter-rater
+
+
+@dataclass(frozen=True, slots=True)
+class InterRaterSummary:
+    """Pairwise Dice between the raters' masks of one series."""
+
+    raters: tuple[str, ...]
+    pairwise_dice: tuple[tuple[str, str, float], ...]
+    mean_dice: float
+    min_dice: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "raters": list(self.raters),
+            "pairwise_dice": [{"a": a, "b": b, "dice": d} for a, b, d in self.pairwise_dice],
+            "mean_dice": self.mean_dice,
+            "min_dice": self.min_dice,
+        }
+
+
+def inter_rater_summary(masks: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> InterRaterSummary:
+    """Pairwise and mean Dice of several raters' ``(mask, affine)`` for one series.
+
+    Raters are sorted by name; every mask must be on the first rater's grid.
+    """
+    if len(masks) < 2:
+        raise ValueError("an inter-rater summary needs at least two masks")
+    raters = tuple(sorted(masks))
+    loaded = {r: (as_mask(masks[r][0]), validate_affine(masks[r][1])) for r in raters}
+    ref_mask, ref_affine = loaded[raters[0]]
+    for r in raters[1:]:
+        m, aff = loaded[r]
+        check_same_grid(ref_mask.shape, ref_affine, m.shape, aff, names=(f"rater {raters[0]}", f"rater {r}"))
+    pairs = tuple((a, b, dice(loaded[a][0], loaded[b][0])) for a, b in itertools.combinations(raters, 2))
+    values = [d for _, _, d in pairs]
+    return InterRaterSummary(raters, pairs, float(np.mean(values)), float(min(values)))
+
+
+# --------------------------------------------------------------------------- label-free QC
+
+
+class QcStatus(StrEnum):
+    """Overall verdict on one segmentation."""
+
+    PASS = "pass"
+    REVIEW = "review"
+    FAIL = "fail"
+
+
+class QcFlag(StrEnum):
+    """Why a segmentation is not ``pass``."""
+
+    EMPTY_MASK = "empty_mask"
+    MULTIPLE_COMPONENTS = "multiple_components"
+    CSA_OUT_OF_RANGE = "csa_out_of_range"
+    CENTROID_JUMP = "centroid_jump"
+    SLICE_GAP = "slice_gap"
+    VOLUME_TOO_SMALL = "volume_too_small"
+    VOLUME_TOO_LARGE = "volume_too_large"
+    LABEL_DICE_FAILED = "label_dice_failed"
+
+
+#: Flags that make the status ``fail``; every other flag makes it ``review``.
+FAIL_FLAGS = frozenset({QcFlag.EMPTY_MASK, QcFlag.LABEL_DICE_FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class QcThresholds:
+    """Thresholds of the label-free flags. Defaults and why:
+
+    csa_min_mm2 = 10.0
+        A quarter of the control median mid-thigh sciatic CSA (about 43 mm²):
+        a nerve slice smaller than that (a disc under 3.6 mm across) is a
+        fragment or partial-volume speck, not a sciatic cross-section.
+    csa_max_mm2 = 400.0
+        About three times the CMT1A median (about 136 mm²; nerves count as
+        enlarged above about 64 mm²), so that hypertrophic nerves pass and a
+        ROI leaking into muscle or vessels does not.
+    max_components_per_slice = 1
+        The sciatic nerve is one cross-section per slice in the thigh; a
+        second 8-connected island in a slice is usually a false positive.
+        Where the tibial and peroneal divisions separate, review is the right
+        outcome. (3D components are not counted separately: islands outside
+        the nerve's slices show up as a gap or a centroid jump instead.)
+    max_centroid_jump_mm = 10.0
+        The nerve runs nearly along the slice normal, so its centroid moves by
+        a few mm per slice at most; a jump larger than the diameter of a large
+        nerve (136 mm² is about 13 mm across, 43 mm² about 7.4 mm) means the
+        ROI moved to another structure. Measured in the slice plane, between
+        adjacent slices that both contain nerve.
+    max_gap_slices = 0
+        The nerve is continuous, so every slice between the first and the
+        last nerve slice should contain nerve.
+    min_volume_mm3 = 200.0
+        A control-size nerve (43 mm²) over less than about 5 mm, i.e. a
+        fleck; any real segmentation of a thigh slab is far larger.
+    max_volume_mm3 = 80_000.0
+        csa_max_mm2 over 200 mm (for instance 40 slices of 5 mm): beyond it
+        the ROI cannot be a nerve in a thigh slab.
+    failure_dice = 0.05
+        The seed's failure definition, used when a manual label exists.
+    """
+
+    csa_min_mm2: float = 10.0
+    csa_max_mm2: float = 400.0
+    max_components_per_slice: int = 1
+    max_centroid_jump_mm: float = 10.0
+    max_gap_slices: int = 0
+    min_volume_mm3: float = 200.0
+    max_volume_mm3: float = 80_000.0
+    failure_dice: float = FAILURE_DICE
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.csa_min_mm2 < self.csa_max_mm2:
+            raise ValueError("need 0 <= csa_min_mm2 < csa_max_mm2")
+        if not 0 <= self.min_volume_mm3 < self.max_volume_mm3:
+            raise ValueError("need 0 <= min_volume_mm3 < max_volume_mm3")
+        if self.max_components_per_slice < 1 or self.max_gap_slices < 0:
+            raise ValueError("max_components_per_slice >= 1 and max_gap_slices >= 0 required")
+        if self.max_centroid_jump_mm <= 0:
+            raise ValueError("max_centroid_jump_mm must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class QcFinding:
+    """One raised flag and a human-readable detail (which slices, which values)."""
+
+    flag: QcFlag
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"flag": self.flag.value, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class QcResult:
+    """QC verdict of one segmentation: status and the findings that set it."""
+
+    status: QcStatus
+    findings: tuple[QcFinding, ...] = field(default=())
+
+    @property
+    def flags(self) -> tuple[QcFlag, ...]:
+        return tuple(f.flag for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "flags": [f.value for f in self.flags],
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def _slices_text(ks: list[int], limit: int = 8) -> str:
+    head = ", ".join(str(k) for k in ks[:limit])
+    return head + (f" and {len(ks) - limit} more" if len(ks) > limit else "")
+
+
+def assess(
+    metrics: NerveMetrics,
+    thresholds: QcThresholds | None = None,
+    comparison: MaskComparison | None = None,
+) -> QcResult:
+    """Label-free QC flags (plus the Dice failure when a label comparison is given).
+
+    Status: ``fail`` if any flag in :data:`FAIL_FLAGS` is raised (empty mask;
+    Dice < ``failure_dice`` against a label), else ``review`` if any flag is
+    raised, else ``pass``. An empty mask raises only ``empty_mask``.
+    """
+    t = thresholds or QcThresholds()
+    s = metrics.series
+    found: list[QcFinding] = []
+    if s.is_empty:
+        found.append(QcFinding(QcFlag.EMPTY_MASK, "the mask has no nerve voxel"))
+    else:
+        found.extend(_label_free(metrics, t))
+    if comparison is not None and comparison.dice < t.failure_dice:
+        found.append(
+            QcFinding(
+                QcFlag.LABEL_DICE_FAILED,
+                f"Dice {comparison.dice:.3f} < {t.failure_dice} against the manual label",
+            )
+        )
+    if any(f.flag in FAIL_FLAGS for f in found):
+        status = QcStatus.FAIL
+    elif found:
+        status = QcStatus.REVIEW
+    else:
+        status = QcStatus.PASS
+    return QcResult(status, tuple(found))
+
+
+def _label_free(m: NerveMetrics, t: QcThresholds) -> list[QcFinding]:
+    s = m.series
+    nerve = [x for x in m.slices if x.has_nerve]
+    out: list[QcFinding] = []
+
+    multi = [x.slice_index for x in nerve if x.n_components > t.max_components_per_slice]
+    if multi:
+        most = max(x.n_components for x in nerve)
+        out.append(
+            QcFinding(
+                QcFlag.MULTIPLE_COMPONENTS,
+                f"more than {t.max_components_per_slice} component(s) (up to {most}) in slices"
+                f" {_slices_text(multi)}; {s.n_components_3d} component(s) in 3D",
+            )
+        )
+
+    bad = [x for x in nerve if not t.csa_min_mm2 <= x.area_mm2 <= t.csa_max_mm2]
+    if bad:
+        vals = ", ".join(f"{x.slice_index}: {x.area_mm2:.1f}" for x in bad[:8])
+        out.append(
+            QcFinding(
+                QcFlag.CSA_OUT_OF_RANGE,
+                f"CSA outside [{t.csa_min_mm2:g}, {t.csa_max_mm2:g}] mm² in {len(bad)} slice(s)"
+                f" (slice: mm² {vals}{' ...' if len(bad) > 8 else ''})",
+            )
+        )
+
+    normal = np.asarray(m.slice_normal)
+    jumps: list[str] = []
+    for prev, cur in itertools.pairwise(nerve):
+        if cur.slice_index != prev.slice_index + 1 or prev.centroid_ras_mm is None or cur.centroid_ras_mm is None:
+            continue
+        d = np.subtract(cur.centroid_ras_mm, prev.centroid_ras_mm)
+        in_plane = float(np.linalg.norm(d - (d @ normal) * normal))
+        if in_plane > t.max_centroid_jump_mm:
+            jumps.append(f"{prev.slice_index}->{cur.slice_index}: {in_plane:.1f} mm")
+    if jumps:
+        out.append(
+            QcFinding(
+                QcFlag.CENTROID_JUMP,
+                f"centroid moves more than {t.max_centroid_jump_mm:g} mm in-plane between"
+                f" adjacent slices ({'; '.join(jumps[:8])}{' ...' if len(jumps) > 8 else ''})",
+            )
+        )
+
+    if s.gap_slices > t.max_gap_slices:
+        present = [x.slice_index for x in nerve]
+        gaps = sorted(set(range(present[0], present[-1] + 1)) - set(present))
+        out.append(
+            QcFinding(
+                QcFlag.SLICE_GAP,
+                f"{len(gaps)} slice(s) without nerve between slices {s.first_slice} and"
+                f" {s.last_slice}: {_slices_text(gaps)}",
+            )
+        )
+
+    if s.volume_mm3 < t.min_volume_mm3:
+        out.append(
+            QcFinding(
+                QcFlag.VOLUME_TOO_SMALL,
+                f"volume {s.volume_mm3:.0f} mm³ < {t.min_volume_mm3:g} mm³",
+            )
+        )
+    elif s.volume_mm3 > t.max_volume_mm3:
+        out.append(
+            QcFinding(
+                QcFlag.VOLUME_TOO_LARGE,
+                f"volume {s.volume_mm3:.0f} mm³ > {t.max_volume_mm3:g} mm³",
+            )
+        )
+    return out
