@@ -8,6 +8,7 @@ Reason codes are stored in the database (``quarantine.reason``,
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 
 
 class ReasonCode(StrEnum):
@@ -73,6 +74,18 @@ class InputRefusedError(SciaticError):
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class FileRefusedError(InputRefusedError):
+    """One file cannot be used; ``path`` names it.
+
+    Recovery: quarantine ``path`` with ``reason``; re-send the instance from
+    the scanner or PACS if it should have been usable.
+    """
+
+    def __init__(self, path: Path, reason: ReasonCode, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.path = path
 
 
 class ModelIntegrityError(SciaticError):

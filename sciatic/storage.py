@@ -52,16 +52,6 @@ def atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> str:
     return digest
 
 
-def unique_destination(directory: Path, name: str) -> Path:
-    """``directory/name``, or ``name`` with a numeric suffix when that is taken."""
-    candidate = directory / name
-    counter = 1
-    while candidate.exists() or candidate.is_symlink():
-        candidate = directory / f"{name}.{counter}"
-        counter += 1
-    return candidate
-
-
 def move_file(source: Path, destination: Path) -> bool:
     """Move ``source`` to ``destination`` (idempotent); True when the file is now there.
 
