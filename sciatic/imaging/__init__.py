@@ -1,0 +1,1 @@
+"""Image preparation for the network: the seed's slice montages, intensity normalisation, montage pictures."""

@@ -1,0 +1,7 @@
+"""Synthetic proton-density thigh MR studies written as real DICOM, with ground-truth nerve masks."""
+
+from sciatic.phantom.cohort import Cohort, HardCase
+from sciatic.phantom.generate import PhantomOptions, generate
+from sciatic.phantom.manifest import MANIFEST_NAME, Manifest, SubjectRecord
+
+__all__ = ["MANIFEST_NAME", "Cohort", "HardCase", "Manifest", "PhantomOptions", "SubjectRecord", "generate"]
