@@ -1,6 +1,7 @@
 """Synthetic proton-density thigh MR studies written as real DICOM, with ground-truth nerve masks."""
 
-from sciatic.phantom.cohort import Cohort, HardCase
+from sciatic.db.enums import Cohort
+from sciatic.phantom.cohort import HardCase
 from sciatic.phantom.generate import PhantomOptions, generate
 from sciatic.phantom.manifest import MANIFEST_NAME, Manifest, SubjectRecord
 

@@ -16,7 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from sciatic.phantom.cohort import Cohort, HardCase
+from sciatic.db.enums import Cohort
+from sciatic.phantom.cohort import HardCase
 from sciatic.phantom.geometry import SeriesGeometry
 
 FloatArray = NDArray[np.float64]

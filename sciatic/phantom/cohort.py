@@ -7,12 +7,7 @@ from enum import StrEnum
 
 import numpy as np
 
-
-class Cohort(StrEnum):
-    """Subject group; written to PatientComments as ``cohort=<value>``."""
-
-    CONTROL = "control"
-    PATIENT = "patient"  # inherited neuropathy, CMT1A-like enlarged nerve
+from sciatic.db.enums import Cohort  # written to PatientComments as ``cohort=<value>``
 
 
 class HardCase(StrEnum):

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from sciatic.db.enums import Cohort
 from sciatic.dicom.nifti import Volume, write_nifti
 from sciatic.phantom.acquisition import acquire, draw_acquisition
 from sciatic.phantom.anatomy import draw_anatomy
-from sciatic.phantom.cohort import Cohort, HardCase, SubjectPlan, draw_nerve_csa, plan_subjects
+from sciatic.phantom.cohort import HardCase, SubjectPlan, draw_nerve_csa, plan_subjects
 from sciatic.phantom.dicom_writer import SeriesIdentity, write_series
 from sciatic.phantom.geometry import PatientPosition, SeriesGeometry
 from sciatic.phantom.manifest import Manifest, SubjectRecord
