@@ -12,7 +12,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -24,6 +24,9 @@ from pydantic_settings import (
 )
 
 from sciatic.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from sciatic.evaluation.qc import QcThresholds
 
 ENV_PREFIX = "SCIATIC_"
 CONFIG_FILE_ENV = "SCIATIC_CONFIG_FILE"
@@ -91,6 +94,23 @@ class Settings(BaseSettings):
     failure_dice: float = Field(
         0.05, ge=0, le=1, description="Dice below this counts as a failed segmentation (the seed's definition)."
     )
+    qc_csa_min_mm2: float = Field(10.0, ge=0, description="QC: a nerve slice with a smaller CSA is flagged.")
+    qc_csa_max_mm2: float = Field(400.0, gt=0, description="QC: a nerve slice with a larger CSA is flagged.")
+    qc_max_components_per_slice: int = Field(
+        1, ge=1, description="QC: more separate ROI pieces in one slice are flagged."
+    )
+    qc_max_centroid_jump_mm: float = Field(
+        10.0, gt=0, description="QC: a larger in-plane move of the ROI centroid between adjacent slices is flagged."
+    )
+    qc_max_gap_slices: int = Field(0, ge=0, description="QC: more empty slices inside the nerve's range are flagged.")
+    qc_min_volume_mm3: float = Field(200.0, ge=0, description="QC: a smaller nerve volume is flagged.")
+    qc_max_volume_mm3: float = Field(80_000.0, gt=0, description="QC: a larger nerve volume is flagged.")
+    train_config: str = Field("cascade", description="Model configuration trained by `sciatic train` and retraining.")
+    train_epochs: int = Field(40, ge=1, description="Epochs of a training run (early stopping may end it sooner).")
+    train_seed: int = Field(0, description="Seed of the split and of training (deterministic on CPU).")
+    promote_min_dice: float = Field(
+        0.5, ge=0, le=1, description="With no production model, a challenger needs this mean test Dice to be promoted."
+    )
     retrain_min_new_labels: int = Field(
         10, ge=1, description="New manual labels needed since the last training run to trigger retraining."
     )
@@ -152,6 +172,21 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
         return key_file.read_text().strip().encode()
+
+    def qc_thresholds(self) -> QcThresholds:
+        """The label-free QC thresholds (see docs/qc.md)."""
+        from sciatic.evaluation.qc import QcThresholds
+
+        return QcThresholds(
+            csa_min_mm2=self.qc_csa_min_mm2,
+            csa_max_mm2=self.qc_csa_max_mm2,
+            max_components_per_slice=self.qc_max_components_per_slice,
+            max_centroid_jump_mm=self.qc_max_centroid_jump_mm,
+            max_gap_slices=self.qc_max_gap_slices,
+            min_volume_mm3=self.qc_min_volume_mm3,
+            max_volume_mm3=self.qc_max_volume_mm3,
+            failure_dice=self.failure_dice,
+        )
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(environment variable, effective value, description) with secrets masked."""

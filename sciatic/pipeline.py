@@ -43,13 +43,12 @@ def ingest(run_id: str | None = None) -> IngestReport:
         return run_pass(get_settings(), engine)
 
 
-# The functions below are being implemented; their signatures are the contract
-# the DAGs rely on.
-
-
-def pending_series() -> list[int]:
+def pending_series(run_id: str | None = None) -> list[int]:
     """IDs of converted, current (not superseded) series without a segmentation by the production model."""
-    raise NotImplementedError
+    from sciatic.segment import pending_series as pending
+
+    with _step(run_id) as engine:
+        return pending(engine)
 
 
 def segment(series_id: int, run_id: str | None = None, model_id: int | None = None, force: bool = False) -> int:
@@ -57,44 +56,71 @@ def segment(series_id: int, run_id: str | None = None, model_id: int | None = No
 
     A no-op returning the existing id when that series and model already have one, unless ``force``.
     """
-    raise NotImplementedError
+    from sciatic.segment import segment_series
+
+    with _step(run_id) as engine:
+        return segment_series(get_settings(), engine, series_id, model_id=model_id, force=force)
 
 
 def measure(segmentation_id: int, run_id: str | None = None) -> None:
     """Compute and store slice and nerve metrics of one segmentation (replacing earlier ones)."""
-    raise NotImplementedError
+    from sciatic.measure import measure as store_metrics
+
+    with _step(run_id) as engine:
+        store_metrics(get_settings(), engine, segmentation_id)
 
 
 def quality_control(segmentation_id: int, run_id: str | None = None) -> str:
     """Label-free QC flags (and Dice against every manual label of the series); return the QC status."""
-    raise NotImplementedError
+    from sciatic.measure import quality_control as assess
+
+    with _step(run_id) as engine:
+        return assess(get_settings(), engine, segmentation_id).value
 
 
 def import_labels(run_id: str | None = None) -> list[int]:
     """Import new manual labels from the labels folder; return the ids of new manual_label rows."""
-    raise NotImplementedError
+    from sciatic.labels import import_labels as run_import
+
+    with _step(run_id) as engine:
+        return run_import(get_settings(), engine).imported
 
 
-def segmentations_needing_label_qc() -> list[int]:
+def segmentations_needing_label_qc(run_id: str | None = None) -> list[int]:
     """Segmentations of series that have a manual label without a Dice QC row against it."""
-    raise NotImplementedError
+    from sciatic.measure import segmentations_needing_label_qc as needing
+
+    with _step(run_id) as engine:
+        return needing(engine)
 
 
-def retrain_due() -> bool:
+def retrain_due(run_id: str | None = None) -> bool:
     """True when at least SCIATIC_RETRAIN_MIN_NEW_LABELS labels arrived since the last training run."""
-    raise NotImplementedError
+    from sciatic.retrain import retrain_due as due
+
+    with _step(run_id) as engine:
+        return due(get_settings(), engine)
 
 
 def start_training_run(trigger: str, run_id: str | None = None) -> int:
     """Freeze a subject-level split of the labelled series; return the training_run id."""
-    raise NotImplementedError
+    from sciatic.retrain import start_training_run as start
+
+    with _step(run_id) as engine:
+        return start(get_settings(), engine, trigger)
 
 
 def train_challenger(training_run_id: int, run_id: str | None = None) -> int:
     """Train a challenger on the run's frozen split (GPU when available); return its model_version id."""
-    raise NotImplementedError
+    from sciatic.retrain import train_challenger as train
+
+    with _step(run_id) as engine:
+        return train(get_settings(), engine, training_run_id, progress=False)
 
 
 def evaluate_and_decide(training_run_id: int, run_id: str | None = None) -> str:
     """Evaluate challenger and production on the same test subjects; promote or keep; return the decision."""
-    raise NotImplementedError
+    from sciatic.retrain import evaluate_and_decide as decide
+
+    with _step(run_id) as engine:
+        return decide(get_settings(), engine, training_run_id).value

@@ -76,3 +76,9 @@ def test_configuration_doc_table_is_current(capsys: pytest.CaptureFixture[str]) 
     table = capsys.readouterr().out.strip()
     doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     assert table in doc, "docs/configuration.md is stale: paste the output of `sciatic config --markdown`"
+
+
+def test_qc_threshold_defaults_agree_with_the_qc_module() -> None:
+    from sciatic.evaluation.qc import QcThresholds
+
+    assert get_settings().qc_thresholds() == QcThresholds()

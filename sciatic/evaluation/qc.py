@@ -40,6 +40,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
+from sciatic.db.enums import QcStatus
 from sciatic.errors import InputRefusedError, ReasonCode
 from sciatic.evaluation.metrics import (
     NerveMetrics,
@@ -352,14 +353,6 @@ def inter_rater_summary(masks: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> Int
 
 
 # --------------------------------------------------------------------------- label-free QC
-
-
-class QcStatus(StrEnum):
-    """Overall verdict on one segmentation."""
-
-    PASS = "pass"
-    REVIEW = "review"
-    FAIL = "fail"
 
 
 class QcFlag(StrEnum):

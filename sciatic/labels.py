@@ -1,0 +1,154 @@
+"""Manual label import: masks drawn by research staff, matched to their series.
+
+A label is ``<SeriesInstanceUID>.nii.gz`` (or ``.nii``), or
+``<SeriesInstanceUID>__<rater>.nii.gz`` when several raters label a series,
+anywhere under the labels folder; DICOM SEG objects (``*.dcm``) are matched
+through the series they reference. The label's grid must be the series
+volume's (shape, and affine within tolerance): a mismatch is refused with a
+reason, never resampled. An imported label is copied (binarised, with the
+volume's exact affine) under ``results/labels/`` and recorded once per
+(series, rater, file content); the source file stays where staff put it.
+A label whose series has not arrived yet waits for a later pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine, select
+
+from sciatic.config import Settings
+from sciatic.db import audit
+from sciatic.db.enums import LabelFormat, SeriesStatus
+from sciatic.db.models import ManualLabel, Quarantine, Series, utcnow
+from sciatic.db.session import session_scope
+from sciatic.errors import InputRefusedError, ReasonCode
+from sciatic.storage import sha256_file
+
+log = logging.getLogger(__name__)
+STEP = "labels"
+DEFAULT_RATER = "rater1"
+RATER_SEPARATOR = "__"
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass
+class LabelReport:
+    imported: list[int] = field(default_factory=list)
+    already_known: int = 0
+    waiting: list[str] = field(default_factory=list)  # files whose series has not been converted yet
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def summary(self) -> str:
+        return (
+            f"imported {len(self.imported)} labels, {self.already_known} already known, "
+            f"{len(self.waiting)} waiting for their series, {len(self.refused)} refused"
+        )
+
+
+def parse_name(path: Path) -> tuple[str, str] | None:
+    """(SeriesInstanceUID, rater) from a NIfTI label's file name, or None when it is not one."""
+    name = path.name
+    suffix = next((s for s in NIFTI_SUFFIXES if name.endswith(s)), None)
+    if suffix is None:
+        return None
+    stem = name[: -len(suffix)]
+    uid, _, rater = stem.partition(RATER_SEPARATOR)
+    return uid, (rater or DEFAULT_RATER)
+
+
+def import_labels(settings: Settings, engine: Engine) -> LabelReport:
+    """One pass over the labels folder."""
+    report = LabelReport()
+    root = settings.dir("labels")
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            _import_one(settings, engine, path, report)
+        except InputRefusedError as exc:
+            report.refused.append((str(path), exc.reason.value))
+            _record_refusal(engine, path, exc)
+    log.info("labels: %s", report.summary())
+    return report
+
+
+def _import_one(settings: Settings, engine: Engine, path: Path, report: LabelReport) -> None:
+    from sciatic.dicom.nifti import Volume, read_nifti, write_nifti
+    from sciatic.evaluation.qc import check_same_grid
+
+    parsed = parse_name(path)
+    if parsed is None:
+        if path.suffix.lower() == ".dcm":
+            raise InputRefusedError(ReasonCode.UNMATCHED_LABEL, f"{path.name}: DICOM SEG labels are not supported yet")
+        return  # not a label file (notes, screenshots): leave it alone
+    series_uid, rater = parsed
+    digest = sha256_file(path)
+    with session_scope(engine) as session:
+        series = session.scalars(
+            select(Series)
+            .where(Series.series_instance_uid == series_uid, Series.status == SeriesStatus.CONVERTED)
+            .order_by(Series.version.desc())
+        ).first()
+        if series is None:
+            report.waiting.append(str(path))
+            return
+        known = session.scalars(
+            select(ManualLabel.id).where(
+                ManualLabel.series_id == series.id, ManualLabel.rater == rater, ManualLabel.source_sha256 == digest
+            )
+        ).first()
+        if known is not None:
+            report.already_known += 1
+            return
+        assert series.volume_path is not None
+        series_id, volume_path, version = series.id, series.volume_path, series.version
+    try:
+        label = read_nifti(path)
+    except Exception as exc:  # nibabel raises many types for a broken file
+        raise InputRefusedError(ReasonCode.UNREADABLE_FILE, f"{path.name} is not a readable NIfTI file: {exc}") from exc
+    data = label.data[..., 0] if label.data.ndim == 4 and label.data.shape[3] == 1 else label.data
+    volume = read_nifti(volume_path)
+    check_same_grid(data.shape, label.affine, volume.shape, volume.affine)
+    mask = (np.asarray(data) > 0).astype(np.uint8)
+    target = settings.dir("results") / "labels" / series_uid / f"v{version}" / f"{rater}-{digest[:12]}.nii.gz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    mask_sha = write_nifti(Volume(mask, volume.affine), target)
+    with session_scope(engine) as session:
+        row = ManualLabel(
+            series_id=series_id,
+            rater=rater,
+            format=LabelFormat.NIFTI,
+            source_path=str(path),
+            source_sha256=digest,
+            mask_path=str(target),
+            mask_sha256=mask_sha,
+            n_voxels=int(mask.sum()),
+        )
+        session.add(row)
+        session.flush()
+        audit.record(session, STEP, "imported", "manual_label", row.id, series_id=series_id, rater=rater)
+        report.imported.append(row.id)
+
+
+def _record_refusal(engine: Engine, path: Path, exc: InputRefusedError) -> None:
+    """Record a refused label once per file content; the file stays in place for staff to fix."""
+    digest = sha256_file(path)
+    with session_scope(engine) as session:
+        seen = session.scalars(
+            select(Quarantine.id).where(Quarantine.sha256 == digest, Quarantine.reason == exc.reason)
+        ).first()
+        if seen is None:
+            session.add(
+                Quarantine(
+                    drop_path=str(path),
+                    quarantine_path=str(path),
+                    sha256=digest,
+                    size_bytes=path.stat().st_size,
+                    reason=exc.reason,
+                    detail=exc.detail,
+                    moved_at=utcnow(),  # nothing to move: it stays for staff to fix
+                )
+            )
+    log.warning("label %s refused: %s: %s", path, exc.reason.value, exc.detail)

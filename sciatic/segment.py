@@ -1,0 +1,151 @@
+"""The segmentation step: one series volume + one model version -> a mask NIfTI and a row.
+
+The model is loaded once per process (cached by checkpoint sha256 and device)
+so that a batch of series pays the load once. Re-running for the same series
+and model is a no-op unless forced; a forced re-run replaces the mask and drops
+the metrics and QC that were computed from the old one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, delete, select
+
+from sciatic.config import Settings
+from sciatic.db import audit
+from sciatic.db.enums import SeriesStatus
+from sciatic.db.models import NerveMetric, QcResult, Segmentation, Series, SliceMetric
+from sciatic.db.session import session_scope
+from sciatic.errors import SciaticError
+from sciatic.model import registry
+
+if TYPE_CHECKING:
+    from sciatic.model.infer import ModelBundle
+
+log = logging.getLogger(__name__)
+STEP = "segment"
+_bundles: dict[tuple[str, str], ModelBundle] = {}
+
+
+class SeriesNotSegmentableError(SciaticError):
+    """The series has no current volume (refused, superseded or not yet converted).
+
+    Recovery: none for this series; its newest version is segmented instead.
+    """
+
+
+def load_bundle(checkpoint: str, sha256: str, device: str) -> ModelBundle:
+    """The verified model, loaded once per process and device."""
+    from sciatic.model.infer import load_model
+
+    key = (sha256, device)
+    if key not in _bundles:
+        _bundles[key] = load_model(checkpoint, sha256, device)
+    return _bundles[key]
+
+
+def mask_path(settings: Settings, series: Series, model_name: str) -> Path:
+    return settings.dir("results") / series.series_instance_uid / f"v{series.version}" / model_name / "mask.nii.gz"
+
+
+def pending_series(engine: Engine) -> list[int]:
+    """Converted, current series that the production model has not segmented yet."""
+    with session_scope(engine) as session:
+        model = registry.production(session)
+        done = select(Segmentation.series_id).where(Segmentation.model_version_id == model.id)
+        return list(
+            session.scalars(
+                select(Series.id)
+                .where(Series.status == SeriesStatus.CONVERTED, Series.id.not_in(done))
+                .order_by(Series.id)
+            )
+        )
+
+
+def segment_series(
+    settings: Settings, engine: Engine, series_id: int, model_id: int | None = None, force: bool = False
+) -> int:
+    """Segment one series; return the segmentation id."""
+    from sciatic.dicom.nifti import Volume, read_nifti, write_nifti
+    from sciatic.model.infer import segment_volume
+    from sciatic.storage import sha256_file
+
+    with session_scope(engine) as session:
+        series = session.get(Series, series_id)
+        if series is None or series.status is not SeriesStatus.CONVERTED or series.volume_path is None:
+            state = "missing" if series is None else series.status.value
+            raise SeriesNotSegmentableError(f"series {series_id} cannot be segmented ({state})")
+        model = registry.get(session, model_id) if model_id is not None else registry.production(session)
+        existing = session.scalars(
+            select(Segmentation).where(Segmentation.series_id == series_id, Segmentation.model_version_id == model.id)
+        ).first()
+        if existing is not None and not force:
+            log.info("series %s already segmented by %s (segmentation %s)", series_id, model.name, existing.id)
+            return existing.id
+        target = mask_path(settings, series, model.name)
+        volume_path, volume_sha = series.volume_path, series.volume_sha256
+        checkpoint, checkpoint_sha, model_name, version_id = (
+            model.checkpoint_path,
+            model.checkpoint_sha256,
+            model.name,
+            model.id,
+        )
+    start = time.perf_counter()
+    if volume_sha and sha256_file(volume_path) != volume_sha:
+        raise SciaticError(f"volume {volume_path} of series {series_id} changed since conversion (sha256 differs)")
+    bundle = load_bundle(checkpoint, checkpoint_sha, settings.device)
+    volume = read_nifti(volume_path)
+    result = segment_volume(
+        bundle,
+        volume.data,
+        volume.affine,
+        batch_size=settings.inference_batch_size,
+        keep_largest_component=settings.keep_largest_component,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    mask_sha = write_nifti(Volume(result.mask, volume.affine), target)
+    total = time.perf_counter() - start
+    with session_scope(engine) as session:
+        row = session.scalars(
+            select(Segmentation).where(Segmentation.series_id == series_id, Segmentation.model_version_id == version_id)
+        ).first()
+        if row is None:
+            row = Segmentation(series_id=series_id, model_version_id=version_id)
+            session.add(row)
+        else:  # forced: results computed from the old mask no longer hold
+            for table in (SliceMetric, NerveMetric, QcResult):
+                session.execute(delete(table).where(table.segmentation_id == row.id))
+        row.mask_path, row.mask_sha256 = str(target), mask_sha
+        row.device, row.batch_size = result.device, result.batch_size
+        row.load_seconds, row.inference_seconds, row.total_seconds = (
+            result.load_seconds,
+            result.inference_seconds,
+            total,
+        )
+        session.flush()
+        audit.record(
+            session,
+            STEP,
+            "segmented",
+            "segmentation",
+            row.id,
+            series_id=series_id,
+            model=model_name,
+            voxels=int(result.mask.sum()),
+            device=result.device,
+            seconds=round(total, 3),
+            forced=force,
+        )
+        log.info(
+            "series %s segmented by %s on %s in %.2f s: %d voxels",
+            series_id,
+            model_name,
+            result.device,
+            total,
+            int(result.mask.sum()),
+        )
+        return row.id

@@ -1,0 +1,153 @@
+"""The pipeline steps end to end on phantom studies: ingest, segment, metrics, QC, labels, registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from sciatic import pipeline
+from sciatic.db.enums import ModelStatus, QcStatus
+from sciatic.db.models import (
+    ManualLabel,
+    ModelVersion,
+    NerveMetric,
+    PipelineEvent,
+    QcResult,
+    Segmentation,
+    Series,
+    SliceMetric,
+)
+from sciatic.db.session import default_engine, session_scope
+from sciatic.dicom.nifti import read_nifti
+from sciatic.errors import ModelIntegrityError, NoProductionModelError
+from sciatic.model import registry
+from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.db)]
+
+
+@pytest.fixture(scope="module")
+def phantom_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("phantoms")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = request.getfixturevalue("pg_database") if request.param == "postgres" else None
+    configure(monkeypatch, url)
+    return str(request.param)
+
+
+def _rows(model: type, *where: object) -> list[object]:
+    with session_scope(default_engine()) as session:
+        return list(session.scalars(sa.select(model).where(*where)))  # type: ignore[arg-type]
+
+
+def test_steps_leave_the_rows_they_promise(backend: str, phantom_source: Path) -> None:
+    drop_phantoms(phantom_source)
+    assert len(pipeline.ingest().converted) == 2
+    with pytest.raises(NoProductionModelError):
+        pipeline.pending_series()
+    model_id = register_tiny_model()
+    pending = pipeline.pending_series()
+    assert len(pending) == 2
+    segmentation_ids = [pipeline.segment(series_id) for series_id in pending]
+    assert pipeline.pending_series() == []
+    assert [pipeline.segment(series_id) for series_id in pending] == segmentation_ids  # no-op
+    for segmentation_id in segmentation_ids:
+        pipeline.measure(segmentation_id)
+        pipeline.measure(segmentation_id)  # replaces, never duplicates
+        assert pipeline.quality_control(segmentation_id) in {s.value for s in QcStatus}
+    (segmentation,) = _rows(Segmentation, Segmentation.id == segmentation_ids[0])
+    assert isinstance(segmentation, Segmentation)
+    (series,) = _rows(Series, Series.id == segmentation.series_id)
+    assert isinstance(series, Series)
+    mask, volume = read_nifti(segmentation.mask_path), read_nifti(series.volume_path or "")
+    assert mask.shape == volume.shape and np.array_equal(mask.affine, volume.affine)
+    assert segmentation.model_version_id == model_id and segmentation.device == "cpu"
+    assert len(_rows(SliceMetric, SliceMetric.segmentation_id == segmentation.id)) == series.n_slices
+    assert len(_rows(NerveMetric)) == 2 and len(_rows(QcResult)) == 2
+
+    labels = pipeline.import_labels()
+    assert len(labels) == 2 and pipeline.import_labels() == []
+    needing = pipeline.segmentations_needing_label_qc()
+    assert sorted(needing) == sorted(segmentation_ids)
+    for segmentation_id in needing:
+        pipeline.quality_control(segmentation_id)
+    assert pipeline.segmentations_needing_label_qc() == []
+    with_labels = [r for r in _rows(QcResult) if isinstance(r, QcResult) and r.manual_label_id is not None]
+    assert len(with_labels) == 2 and all(r.dice is not None for r in with_labels)
+    actions = {e.action for e in _rows(PipelineEvent) if isinstance(e, PipelineEvent)}
+    assert {"converted", "registered", "promoted", "segmented", "measured", "qc", "imported"} <= actions
+
+
+def test_ground_truth_mask_measures_like_the_phantom(backend: str, phantom_source: Path) -> None:
+    """A segmentation equal to the label must give Dice 1 and the phantom's own nerve CSA."""
+    manifest = drop_phantoms(phantom_source)
+    pipeline.ingest()
+    model_id = register_tiny_model()
+    (label_id,) = pipeline.import_labels()[:1]
+    with session_scope(default_engine()) as session:
+        label = session.get(ManualLabel, label_id)
+        assert label is not None
+        row = Segmentation(
+            series_id=label.series_id,
+            model_version_id=model_id,
+            mask_path=label.mask_path,
+            mask_sha256=label.mask_sha256,
+            device="cpu",
+            batch_size=1,
+            load_seconds=0.0,
+            inference_seconds=0.0,
+            total_seconds=0.0,
+        )
+        session.add(row)
+        session.flush()
+        segmentation_id = row.id
+        series_uid = session.get(Series, label.series_id).series_instance_uid  # type: ignore[union-attr]
+    pipeline.measure(segmentation_id)
+    pipeline.quality_control(segmentation_id)
+    (truth,) = [s for s in manifest.subjects if s.series_instance_uid == series_uid]
+    (metric,) = _rows(NerveMetric, NerveMetric.segmentation_id == segmentation_id)
+    assert isinstance(metric, NerveMetric) and metric.csa_median_mm2 is not None
+    assert metric.csa_median_mm2 == pytest.approx(truth.mask_csa_mm2, rel=0.05)
+    (agreement,) = _rows(QcResult, QcResult.manual_label_id == label_id)
+    assert isinstance(agreement, QcResult) and agreement.dice == 1.0 and agreement.failed is False
+
+
+def test_label_on_another_grid_is_refused_not_resampled(backend: str, phantom_source: Path) -> None:
+    import nibabel as nib
+
+    from sciatic.config import get_settings
+
+    drop_phantoms(phantom_source, with_labels=False)
+    pipeline.ingest()
+    (series,) = _rows(Series)[:1]
+    assert isinstance(series, Series)
+    shifted = np.array(series.affine)
+    shifted[:3, 3] += 5.0
+    image = nib.Nifti1Image(np.zeros((series.n_columns, series.n_rows, series.n_slices), np.uint8), shifted)
+    nib.save(image, get_settings().dir("labels") / f"{series.series_instance_uid}__bob.nii.gz")
+    assert pipeline.import_labels() == []
+    assert _rows(ManualLabel) == []
+
+
+def test_registry_keeps_one_production_model_and_checks_checkpoints(backend: str) -> None:
+    first = register_tiny_model(seed=1)
+    second = register_tiny_model(seed=2, promote=False)
+    with session_scope(default_engine()) as session:
+        registry.promote(session, second)
+    statuses = {m.id: m.status for m in _rows(ModelVersion) if isinstance(m, ModelVersion)}
+    assert statuses == {first: ModelStatus.RETIRED, second: ModelStatus.PRODUCTION}
+    with session_scope(default_engine()) as session:
+        model = registry.get(session, second)
+        Path(model.checkpoint_path).write_bytes(Path(model.checkpoint_path).read_bytes() + b"tampered")
+    with pytest.raises(ModelIntegrityError):
+        from sciatic.segment import load_bundle
+
+        with session_scope(default_engine()) as session:
+            model = registry.get(session, second)
+            load_bundle(model.checkpoint_path, model.checkpoint_sha256, "cpu")
