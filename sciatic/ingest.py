@@ -23,6 +23,7 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,7 @@ ABANDONED_AFTER_SECONDS = 24 * 3600  # a temporary file untouched this long is q
 INCOMPLETE_GIVE_UP_FACTOR = 30  # convert anyway after quiet period x this, noting the shortfall
 BATCH = 200  # files per database transaction while indexing
 DUPLICATES_DIR = "_duplicates"
+COHORT_PATTERN = re.compile(r"\bcohort\s*=\s*(control|patient)\b", re.IGNORECASE)
 
 
 @dataclass
@@ -470,7 +472,7 @@ def _get_or_create_study(session: Session, settings: Settings, study_uid: str, h
     pseudonym = pseudonymise(patient_id, settings.pseudonym_secret())
     subject = session.scalars(select(Subject).where(Subject.pseudonym == pseudonym)).first()
     if subject is None:
-        subject = Subject(pseudonym=pseudonym, cohort=Cohort.UNKNOWN)
+        subject = Subject(pseudonym=pseudonym, cohort=cohort_of(header))
         session.add(subject)
         session.flush()
         audit.record(session, STEP, "new_subject", "subject", subject.id)
@@ -483,6 +485,13 @@ def _get_or_create_study(session: Session, settings: Settings, study_uid: str, h
     session.add(study)
     session.flush()
     return study
+
+
+def cohort_of(header: DicomHeader | None) -> Cohort:
+    """The cohort a site wrote into PatientComments as ``cohort=control`` or ``cohort=patient``."""
+    comments = header.patient_comments if header else None
+    match = COHORT_PATTERN.search(comments or "")
+    return Cohort(match.group(1).lower()) if match else Cohort.UNKNOWN
 
 
 def _parse_date(value: str | None) -> dt.date | None:

@@ -4,10 +4,18 @@
 themselves), checks that the pixel data is present and complete, and returns a
 ``DicomHeader``. Every problem with the file raises ``FileRefusedError`` (an
 ``InputRefusedError`` that names the file); no other exception type escapes.
+
+Two readers give the same result. A fast one walks the elements of plain
+uncompressed little-endian files itself and decodes only the tags listed in
+``_FAST_TAGS``; it gives up (returns ``None``) on anything it does not know to
+decode exactly as pydicom does: other transfer syntaxes, multi-frame
+functional groups, non-ASCII or multi-valued text, any sign of damage. Then
+pydicom reads the file, and it alone decides every refusal.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import struct
@@ -87,6 +95,7 @@ class DicomHeader:
     series_instance_uid: str
     frame_of_reference_uid: str | None
     patient_id: str | None = field(repr=False)  # PHI: only for pseudonymisation
+    patient_comments: str | None = field(repr=False)  # free text: only parsed for ``cohort=...``
     study_date: str | None
     study_description: str
     series_description: str
@@ -111,13 +120,40 @@ class DicomHeader:
         return "LOCALIZER" in self.image_type
 
 
-def read_header(path: str | os.PathLike[str]) -> DicomHeader:
-    """Read one file's header (not its pixels); raise ``FileRefusedError`` if it is unusable."""
+def read_header(path: str | os.PathLike[str], data: bytes | None = None) -> DicomHeader:
+    """Read one file's header (not its pixels); raise ``FileRefusedError`` if it is unusable.
+
+    ``data``, when given, is the whole content of the file, already read (the
+    ingest hashes the same bytes): the header is parsed from it and the file
+    is not opened again.
+    """
     p = Path(path)
+    if data is not None:
+        header = _fast_header(p, data, len(data))
+        if header is not None:
+            return header
+        return _read_header(p, io.BytesIO(data), len(data))
     try:
-        with open(p, "rb") as fp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with open(p, "rb") as fp:
             file_size = os.fstat(fp.fileno()).st_size
+            header = _fast_header(p, fp.read(FAST_HEAD_BYTES), file_size)
+            if header is not None:
+                return header
+            fp.seek(0)
+            return _read_header(p, fp, file_size)
+    except InputRefusedError:
+        raise
+    except OSError as exc:
+        if exc.errno is not None:  # the file system failed, not the parser
+            raise FileRefusedError(p, ReasonCode.UNREADABLE_FILE, f"cannot read {p}: {exc.strerror}") from exc
+        raise FileRefusedError(p, ReasonCode.NOT_DICOM, f"{p} cannot be parsed ({exc})") from exc
+
+
+def _read_header(p: Path, fp: BinaryIO, file_size: int) -> DicomHeader:
+    """The pydicom reader: the authority for every file, and for every refusal."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             ds = _read_dataset(p, fp, file_size)
             pixel_tag = _inspect_pixel_data(p, fp, ds, file_size)
             return _build_header(p, ds, file_size, pixel_tag)
@@ -294,6 +330,7 @@ def _build_header(path: Path, ds: Dataset, file_size: int, pixel_tag: int | None
         series_instance_uid=uids["SeriesInstanceUID"],
         frame_of_reference_uid=_str(ds.get("FrameOfReferenceUID")) or None,
         patient_id=_str(ds.get("PatientID")) or None,
+        patient_comments=_str(ds.get("PatientComments")) or None,
         study_date=_str(ds.get("StudyDate")) or None,
         study_description=_str(ds.get("StudyDescription")),
         series_description=_str(ds.get("SeriesDescription")),
