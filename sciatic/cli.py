@@ -95,6 +95,140 @@ def _cmd_qc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from sciatic.phantom import PhantomOptions, generate
+
+    options = PhantomOptions(
+        matrix=None if args.matrix == "random" else _matrix(args.matrix),
+        slices=None if args.slices == "random" else int(args.slices),
+        patient_fraction=args.patient_fraction,
+        hard_fraction=args.hard_fraction,
+    )
+    manifest = generate(args.output, args.subjects, args.seed, labels_dir=args.labels, options=options)
+    cohorts = [s.cohort for s in manifest.subjects]
+    print(
+        f"wrote {len(cohorts)} studies to {args.output} ({cohorts.count('patient')} patients, "
+        f"{cohorts.count('control')} controls); manifest {args.output}/manifest.json"
+        + (f"; labels in {args.labels}" if args.labels else "")
+    )
+    return 0
+
+
+def _matrix(text: str) -> tuple[int, int]:
+    rows, _, columns = text.lower().partition("x")
+    return int(rows), int(columns or rows)
+
+
+def _cmd_montage(args: argparse.Namespace) -> int:
+    from sciatic.imaging.picture import render_montage_file
+
+    print(render_montage_file(args.volume, args.output, mask_path=args.mask))
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from sciatic import pipeline
+
+    series_ids = _series_ids(args.series) if args.series else pipeline.pending_series()
+    if not series_ids:
+        print("nothing to segment: every current series has a segmentation by the model")
+        return 0
+    for series_id in tqdm(series_ids, desc="segmenting", unit="series"):
+        segmentation_id = pipeline.segment(series_id, model_id=args.model, force=args.force)
+        tqdm.write(f"series {series_id}: segmentation {segmentation_id}")
+    return 0
+
+
+def _series_ids(uids: list[str]) -> list[int]:
+    from sqlalchemy import select
+
+    from sciatic.db.enums import SeriesStatus
+    from sciatic.db.models import Series
+    from sciatic.db.session import session_scope
+
+    ids = []
+    with session_scope() as session:
+        for uid in uids:
+            current = session.scalars(
+                select(Series.id)
+                .where(Series.series_instance_uid == uid, Series.status == SeriesStatus.CONVERTED)
+                .order_by(Series.version.desc())
+            ).first()
+            if current is None:
+                raise SciaticError(f"no converted series with SeriesInstanceUID {uid}")
+            ids.append(current)
+    return ids
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from sciatic.db.session import session_scope
+    from sciatic.model import registry
+
+    with session_scope() as session:
+        if args.models_command == "promote":
+            version = registry.promote(session, args.id)
+            print(f"model {version.id} ({version.name}) is now in production")
+        elif args.models_command == "retire":
+            version = registry.retire(session, args.id)
+            print(f"model {version.id} ({version.name}) is retired")
+        else:
+            for version in registry.all_versions(session):
+                dice = (version.metrics or {}).get("val_dice")
+                shown = "-" if dice is None else f"{dice:.3f}"
+                print(
+                    f"{version.id:>4}  {version.status.value:<10}  {version.name:<40}  "
+                    f"{version.config_name:<8}  val Dice {shown}  {version.checkpoint_sha256[:12]}"
+                )
+    return 0
+
+
+def _cmd_labels(args: argparse.Namespace) -> int:
+    from sciatic import pipeline
+
+    report = pipeline.label_import()
+    print(report.summary())
+    for path, reason in report.refused:
+        print(f"refused {path}: {reason}")
+    for path in report.waiting:
+        print(f"waiting for its series: {path}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from sciatic import pipeline
+
+    run_id = pipeline.start_training_run("cli", config_name=args.config)
+    model_id = pipeline.train_challenger(run_id, epochs=args.epochs, progress=True)
+    print(f"training run {run_id}: challenger is model {model_id}")
+    if args.no_decide:
+        return 0
+    decision = pipeline.evaluate_and_decide(run_id)
+    print(f"training run {run_id}: {decision} (details: sciatic models list; table training_run)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sciatic.config import get_settings
+    from sciatic.nightly import run_nightly
+
+    summary = run_nightly(run_id=args.run_id)
+    print(f"ingest: {summary.ingest}")
+    if summary.no_model:
+        print("no production model: nothing segmented (train one, or `sciatic models promote ID`)")
+    if summary.cases:
+        print(summary.table())
+    for series_id, error in summary.failed_series:
+        print(f"series {series_id} FAILED: {error}")
+    settings = get_settings()
+    print(
+        f"labels imported: {summary.labels_imported}\n"
+        f"masks and pictures: {settings.results_dir}\ndatabase: {settings.effective_database_url}"
+    )
+    return 1 if summary.failed_series else 0
+
+
 def recovery_hint(exc: SciaticError) -> str | None:
     """The 'Recovery:' paragraph of the exception's docstring, on one line."""
     doc = type(exc).__doc__ or ""
@@ -138,6 +272,53 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("ingest", help="one pass over the drop folder: index, quarantine, convert quiet series")
     p.add_argument("--run-id", help="name this pass in the audit trail (Airflow passes its run id)")
     p.set_defaults(handler=_cmd_ingest)
+
+    p = commands.add_parser("phantom", help="write synthetic thigh MR studies (DICOM) and their nerve masks")
+    p.add_argument("-o", "--output", required=True, help="folder for the studies (one sub-folder per subject)")
+    p.add_argument("--subjects", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    p.add_argument("--labels", help="folder for the ground-truth masks, <SeriesInstanceUID>.nii.gz")
+    p.add_argument("--matrix", default="256x256", help="ROWSxCOLUMNS, or `random` (default 256x256)")
+    p.add_argument("--slices", default="40", help="slice count, or `random` (36-44)")
+    p.add_argument("--patient-fraction", type=float, default=0.5, help="share of CMT1A-like patients")
+    p.add_argument("--hard-fraction", type=float, default=0.2, help="share of deliberately hard cases")
+    p.set_defaults(handler=_cmd_phantom)
+
+    p = commands.add_parser("montage", help="picture of a volume as the seed's 5-slice montages (PNG)")
+    p.add_argument("volume", help="NIfTI volume")
+    p.add_argument("-o", "--output", required=True, help="PNG file")
+    p.add_argument("--mask", help="mask NIfTI on the same grid, drawn in blue")
+    p.set_defaults(handler=_cmd_montage)
+
+    p = commands.add_parser("segment", help="segment series with the production model (or --model)")
+    p.add_argument("--series", nargs="*", metavar="UID", help="SeriesInstanceUIDs (default: every pending series)")
+    p.add_argument("--model", type=int, help="model version id (default: the production model)")
+    p.add_argument("--force", action="store_true", help="segment again even when a segmentation exists")
+    p.set_defaults(handler=_cmd_segment)
+
+    p = commands.add_parser("models", help="the model registry: list, promote, retire")
+    models = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    models.add_parser("list", help="every model version with its status")
+    q = models.add_parser("promote", help="make a model version the production model")
+    q.add_argument("id", type=int)
+    q = models.add_parser("retire", help="take a model version out of use")
+    q.add_argument("id", type=int)
+    p.set_defaults(handler=_cmd_models)
+
+    p = commands.add_parser("train", help="train a challenger on the labelled series; promote it if better")
+    p.add_argument("--config", help="model configuration (default SCIATIC_TRAIN_CONFIG): seed, cascade")
+    p.add_argument("--epochs", type=int, help="default SCIATIC_TRAIN_EPOCHS")
+    p.add_argument("--no-decide", action="store_true", help="train only; leave the registry as it is")
+    p.set_defaults(handler=_cmd_train)
+
+    p = commands.add_parser("labels", help="manual labels: import")
+    labels = p.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
+    labels.add_parser("import", help="import new labels from SCIATIC_LABELS_DIR (NIfTI, see docs/labels.md)")
+    p.set_defaults(handler=_cmd_labels)
+
+    p = commands.add_parser("run", help="the nightly job in this process: ingest, segment, measure, QC, labels")
+    p.add_argument("--run-id", help="name this run in the audit trail")
+    p.set_defaults(handler=_cmd_run)
 
     p = commands.add_parser("qc", help="quality control: compare two masks")
     qc = p.add_subparsers(dest="qc_command", required=True, metavar="ACTION")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from sciatic.ingest import IngestReport
+    from sciatic.labels import LabelReport
 
 
 @contextmanager
@@ -78,12 +79,17 @@ def quality_control(segmentation_id: int, run_id: str | None = None) -> str:
         return assess(get_settings(), engine, segmentation_id).value
 
 
-def import_labels(run_id: str | None = None) -> list[int]:
-    """Import new manual labels from the labels folder; return the ids of new manual_label rows."""
+def label_import(run_id: str | None = None) -> LabelReport:
+    """Import new manual labels from the labels folder; the full report (imported, waiting, refused)."""
     from sciatic.labels import import_labels as run_import
 
     with _step(run_id) as engine:
-        return run_import(get_settings(), engine).imported
+        return run_import(get_settings(), engine)
+
+
+def import_labels(run_id: str | None = None) -> list[int]:
+    """Import new manual labels from the labels folder; return the ids of new manual_label rows."""
+    return label_import(run_id).imported
 
 
 def segmentations_needing_label_qc(run_id: str | None = None) -> list[int]:
@@ -102,20 +108,22 @@ def retrain_due(run_id: str | None = None) -> bool:
         return due(get_settings(), engine)
 
 
-def start_training_run(trigger: str, run_id: str | None = None) -> int:
+def start_training_run(trigger: str, run_id: str | None = None, config_name: str | None = None) -> int:
     """Freeze a subject-level split of the labelled series; return the training_run id."""
     from sciatic.retrain import start_training_run as start
 
     with _step(run_id) as engine:
-        return start(get_settings(), engine, trigger)
+        return start(get_settings(), engine, trigger, config_name=config_name)
 
 
-def train_challenger(training_run_id: int, run_id: str | None = None) -> int:
+def train_challenger(
+    training_run_id: int, run_id: str | None = None, epochs: int | None = None, progress: bool = False
+) -> int:
     """Train a challenger on the run's frozen split (GPU when available); return its model_version id."""
     from sciatic.retrain import train_challenger as train
 
     with _step(run_id) as engine:
-        return train(get_settings(), engine, training_run_id, progress=False)
+        return train(get_settings(), engine, training_run_id, progress=progress, epochs=epochs)
 
 
 def evaluate_and_decide(training_run_id: int, run_id: str | None = None) -> str:

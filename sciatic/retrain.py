@@ -116,7 +116,7 @@ def _labelled_series(engine: Engine) -> dict[int, tuple[int, str, str, str]]:
     return out
 
 
-def start_training_run(settings: Settings, engine: Engine, trigger: str) -> int:
+def start_training_run(settings: Settings, engine: Engine, trigger: str, config_name: str | None = None) -> int:
     """Freeze the split of the labelled series into a new training_run row; return its id."""
     from sciatic.model.configs import config_to_dict, get_config
 
@@ -128,7 +128,7 @@ def start_training_run(settings: Settings, engine: Engine, trigger: str) -> int:
         for part, subjects in parts.items()
     }
     split["subjects"] = parts  # type: ignore[assignment]
-    config = get_config(settings.train_config)
+    config = get_config(config_name or settings.train_config)
     with session_scope(engine) as session:
         champion = registry.production_or_none(session)
         run = TrainingRun(
@@ -155,7 +155,9 @@ def start_training_run(settings: Settings, engine: Engine, trigger: str) -> int:
         return run.id
 
 
-def train_challenger(settings: Settings, engine: Engine, training_run_id: int, progress: bool = True) -> int:
+def train_challenger(
+    settings: Settings, engine: Engine, training_run_id: int, progress: bool = True, epochs: int | None = None
+) -> int:
     """Train the run's configuration on its frozen split; register the checkpoint; return the model id."""
     from sciatic.model.configs import config_from_dict, config_to_dict
     from sciatic.model.train import train
@@ -178,7 +180,7 @@ def train_challenger(settings: Settings, engine: Engine, training_run_id: int, p
         items("train"),
         items("val"),
         out_dir,
-        epochs=settings.train_epochs,
+        epochs=epochs or settings.train_epochs,
         seed=seed,
         device=settings.device,
         progress=progress,
