@@ -92,6 +92,20 @@ def _cmd_qc(args: argparse.Namespace) -> int:
     if args.qc_command == "compare":
         result = compare_files(args.prediction, args.label)
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    elif args.qc_command == "overlay":
+        from sciatic.db.session import default_engine
+        from sciatic.evaluation.report import overlay_png
+
+        print(overlay_png(default_engine(), args.segmentation_id, args.output, zoom=not args.no_zoom))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from sciatic.db.session import default_engine
+    from sciatic.evaluation.report import write_report
+
+    path = write_report(default_engine(), args.output, since=args.since, until=args.until, model_id=args.model)
+    print(f"report written to {path} (open it in a browser)")
     return 0
 
 
@@ -320,12 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="name this run in the audit trail")
     p.set_defaults(handler=_cmd_run)
 
-    p = commands.add_parser("qc", help="quality control: compare two masks")
+    p = commands.add_parser("qc", help="quality control: compare two masks, picture a segmentation")
     qc = p.add_subparsers(dest="qc_command", required=True, metavar="ACTION")
     q = qc.add_parser("compare", help="Dice, HD95, surface distance, volume similarity of two masks, as JSON")
     q.add_argument("prediction", help="mask NIfTI (e.g. a model's)")
     q.add_argument("label", help="mask NIfTI on the same grid (e.g. a rater's)")
+    q = qc.add_parser("overlay", help="PNG of a segmentation over its montage (blue), manual label in red")
+    q.add_argument("segmentation_id", type=int)
+    q.add_argument("-o", "--output", required=True, help="PNG file")
+    q.add_argument("--no-zoom", action="store_true", help="montage only, without the zoomed nerve panels")
     p.set_defaults(handler=_cmd_qc)
+
+    p = commands.add_parser("report", help="self-contained HTML report of segmentations (a run or a date range)")
+    p.add_argument("-o", "--output", required=True, help="HTML file")
+    p.add_argument("--since", help="first day (YYYY-MM-DD) of segmentations to include")
+    p.add_argument("--until", help="last day (YYYY-MM-DD), inclusive")
+    p.add_argument("--model", type=int, help="only this model version")
+    p.set_defaults(handler=_cmd_report)
 
     return parser
 

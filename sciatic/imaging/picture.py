@@ -1,8 +1,10 @@
-"""Montage pictures: every montage of a volume stacked in one PNG, with an optional blue mask overlay.
+"""Montage pictures: every montage of a volume stacked in one PNG, with optional ROI overlays.
 
 One PNG pixel per montage pixel (no resampling), montages from top to bottom, so
-the picture shows exactly what the network sees. Written with matplotlib's image
-writer, which needs no GUI backend.
+the picture shows exactly what the network sees. Colours follow the seed's
+figure: the predicted ROI is filled in translucent blue, a manual ROI is drawn
+as an opaque red outline (so both stay visible where they overlap). Written
+with matplotlib's image writer, which needs no GUI backend.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from sciatic.dicom.nifti import read_nifti
 from sciatic.errors import InputRefusedError, ReasonCode
@@ -20,21 +23,48 @@ from sciatic.imaging.normalize import normalize
 
 MASK_COLOUR = (0.15, 0.4, 1.0)  # blue, as the seed showed predicted ROIs
 MASK_OPACITY = 0.5
+LABEL_COLOUR = (1.0, 0.1, 0.1)  # red, as the seed showed manual ROIs
 AFFINE_TOLERANCE_MM = 1e-3
+# 4-neighbour cross in the slice plane only: outlines never join adjacent slices
+_IN_PLANE_CROSS = ndimage.generate_binary_structure(2, 1)[:, :, None]
 
 
-def montage_picture(volume: NDArray[np.generic], mask: NDArray[np.generic] | None = None) -> NDArray[np.float32]:
-    """RGB picture (montages * 256, 1280, 3) in [0, 1] of the normalised volume and its mask."""
+def tint(
+    rgb: NDArray[np.float32], inside: NDArray[np.bool_], colour: tuple[float, float, float], opacity: float
+) -> NDArray[np.float32]:
+    """``rgb`` (..., 3) with the pixels ``inside`` blended towards ``colour`` (a new array)."""
+    out = rgb.copy()
+    out[inside] = (1 - opacity) * out[inside] + opacity * np.asarray(colour, np.float32)
+    return out
+
+
+def outline(mask: NDArray[np.generic]) -> NDArray[np.bool_]:
+    """Pixels of a 3D mask (X, Y, Z) with a 4-neighbour outside it in their own slice."""
+    inside = np.asarray(mask) != 0
+    eroded = ndimage.binary_erosion(inside, structure=_IN_PLANE_CROSS, border_value=0)
+    return np.asarray(inside & ~eroded, dtype=np.bool_)
+
+
+def montage_picture(
+    volume: NDArray[np.generic],
+    mask: NDArray[np.generic] | None = None,
+    label: NDArray[np.generic] | None = None,
+) -> NDArray[np.float32]:
+    """RGB picture (montages * 256, 1280, 3) in [0, 1] of the normalised volume.
+
+    ``mask`` (the prediction) is filled in blue, ``label`` (a manual ROI) outlined in red.
+    """
     layout = MontageLayout.for_shape(volume.shape)
     grey = montage(normalize(volume), layout)
     grey = grey.reshape(-1, grey.shape[-1])
     rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    for overlay, name in ((mask, "mask"), (label, "label")):
+        if overlay is not None and overlay.shape != volume.shape:
+            raise ValueError(f"{name} shape {overlay.shape} differs from volume shape {volume.shape}")
     if mask is not None:
-        if mask.shape != volume.shape:
-            raise ValueError(f"mask shape {mask.shape} differs from volume shape {volume.shape}")
-        inside = montage(np.asarray(mask) != 0, layout).reshape(grey.shape)
-        colour = np.array(MASK_COLOUR, np.float32)
-        rgb[inside] = (1 - MASK_OPACITY) * rgb[inside] + MASK_OPACITY * colour
+        rgb = tint(rgb, montage(np.asarray(mask) != 0, layout).reshape(grey.shape), MASK_COLOUR, MASK_OPACITY)
+    if label is not None:
+        rgb = tint(rgb, montage(outline(label), layout).reshape(grey.shape), LABEL_COLOUR, 1.0)
     return rgb
 
 
