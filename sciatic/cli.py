@@ -243,6 +243,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary.failed_series else 0
 
 
+def _cmd_scp(args: argparse.Namespace) -> int:
+    from sciatic.config import get_settings
+    from sciatic.dicom.receiver import serve
+
+    settings = get_settings()
+    logging.getLogger("sciatic").setLevel(logging.INFO)
+    serve(
+        port=args.port or settings.scp_port,
+        ae_title=args.ae_title or settings.scp_ae_title,
+        drop_dir=settings.dir("drop"),
+        allowed_calling=args.allow or settings.scp_allowed_list,
+        max_associations=args.max_associations or settings.scp_max_associations,
+        block=True,
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from sciatic.export import export_segmentation
+
+    result = export_segmentation(args.segmentation_id, args.output, send=args.send)
+    print(
+        f"DICOM SEG written to {result.path} ({result.frames} frames, referencing series "
+        f"{result.referenced_series_instance_uid})"
+    )
+    return 0
+
+
 def recovery_hint(exc: SciaticError) -> str | None:
     """The 'Recovery:' paragraph of the exception's docstring, on one line."""
     doc = type(exc).__doc__ or ""
@@ -329,6 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
     labels = p.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
     labels.add_parser("import", help="import new labels from SCIATIC_LABELS_DIR (NIfTI, see docs/labels.md)")
     p.set_defaults(handler=_cmd_labels)
+
+    p = commands.add_parser("scp", help="DICOM receiver (C-STORE SCP) writing into the drop folder")
+    p.add_argument("--port", type=int, help="default SCIATIC_SCP_PORT (11112)")
+    p.add_argument("--ae-title", help="default SCIATIC_SCP_AE_TITLE (SCIATIC)")
+    p.add_argument("--allow", action="append", metavar="AE", help="accept this calling AE title (repeatable)")
+    p.add_argument("--max-associations", type=int, help="default SCIATIC_SCP_MAX_ASSOCIATIONS (4)")
+    p.set_defaults(handler=_cmd_scp)
+
+    p = commands.add_parser("export", help="export results: a segmentation as DICOM SEG")
+    export = p.add_subparsers(dest="export_command", required=True, metavar="WHAT")
+    q = export.add_parser("seg", help="DICOM Segmentation object referencing the source series")
+    q.add_argument("segmentation_id", type=int)
+    q.add_argument("-o", "--output", required=True, help="output .dcm file")
+    q.add_argument("--send", action="store_true", help="also send it to SCIATIC_PACS_HOST (C-STORE)")
+    p.set_defaults(handler=_cmd_export)
 
     p = commands.add_parser("run", help="the nightly job in this process: ingest, segment, measure, QC, labels")
     p.add_argument("--run-id", help="name this run in the audit trail")

@@ -117,6 +117,16 @@ class Settings(BaseSettings):
     promote_margin_dice: float = Field(
         0.01, ge=0, description="A challenger is promoted only if its mean Dice beats production by this margin."
     )
+    scp_ae_title: str = Field("SCIATIC", max_length=16, description="AE title of the DICOM receiver (`sciatic scp`).")
+    scp_port: int = Field(11112, gt=0, lt=65536, description="TCP port of the DICOM receiver.")
+    scp_allowed_aets: str = Field(
+        "", description="Comma-separated calling AE titles the receiver accepts; empty accepts any."
+    )
+    scp_max_associations: int = Field(4, ge=1, description="Concurrent associations the receiver accepts.")
+    pacs_host: str = Field("", description="PACS host that DICOM SEG results are sent to; empty sends nothing.")
+    pacs_port: int = Field(104, gt=0, lt=65536, description="PACS port (C-STORE).")
+    pacs_ae_title: str = Field("PACS", max_length=16, description="PACS AE title.")
+    send_seg: bool = Field(False, description="Send each new segmentation to the PACS as DICOM SEG.")
     segment_schedule: str = Field("0 1 * * *", description="Cron schedule of the nightly segmentation DAG.")
 
     @classmethod
@@ -172,6 +182,10 @@ class Settings(BaseSettings):
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
         return key_file.read_text().strip().encode()
+
+    @property
+    def scp_allowed_list(self) -> list[str]:
+        return [a.strip() for a in self.scp_allowed_aets.split(",") if a.strip()]
 
     def qc_thresholds(self) -> QcThresholds:
         """The label-free QC thresholds (see docs/qc.md)."""

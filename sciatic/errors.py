@@ -40,6 +40,7 @@ class ReasonCode(StrEnum):
     # labels
     GEOMETRY_MISMATCH = "geometry_mismatch"
     UNMATCHED_LABEL = "unmatched_label"
+    UNUSABLE_SEG = "unusable_seg"  # not a DICOM SEG, or no single segment that is the nerve
 
 
 class SciaticError(Exception):

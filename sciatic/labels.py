@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import Engine, select
 
 from sciatic.config import Settings
@@ -74,16 +76,47 @@ def import_labels(settings: Settings, engine: Engine) -> LabelReport:
     return report
 
 
+def _identify(path: Path) -> tuple[str, str, LabelFormat] | None:
+    """(SeriesInstanceUID, rater, format) of a label file; None for files that are not labels."""
+    parsed = parse_name(path)
+    if parsed is not None:
+        return (*parsed, LabelFormat.NIFTI)
+    if path.suffix.lower() != ".dcm":
+        return None  # notes, screenshots: left alone
+    from sciatic.dicom.seg import seg_reference
+
+    reference = seg_reference(path)
+    if not reference.referenced_series_instance_uid:
+        raise InputRefusedError(ReasonCode.UNMATCHED_LABEL, f"{path.name} references no series")
+    rater = "".join(c if c.isalnum() or c in "-_" else "_" for c in (reference.content_creator or "")).strip("_")
+    return reference.referenced_series_instance_uid, rater or DEFAULT_RATER, LabelFormat.DICOM_SEG
+
+
+def _read_mask(path: Path, kind: LabelFormat, series_id: int) -> tuple[NDArray[Any], NDArray[np.float64]]:
+    from sciatic.dicom.nifti import read_nifti
+
+    if kind is LabelFormat.DICOM_SEG:
+        from sciatic.dicom.seg import read_seg
+        from sciatic.export import source_files
+
+        seg = read_seg(path, source_files(series_id))
+        return seg.data, seg.affine
+    try:
+        label = read_nifti(path)
+    except Exception as exc:  # nibabel raises many types for a broken file
+        raise InputRefusedError(ReasonCode.UNREADABLE_FILE, f"{path.name} is not a readable NIfTI file: {exc}") from exc
+    data = label.data[..., 0] if label.data.ndim == 4 and label.data.shape[3] == 1 else label.data
+    return data, label.affine
+
+
 def _import_one(settings: Settings, engine: Engine, path: Path, report: LabelReport) -> None:
     from sciatic.dicom.nifti import Volume, read_nifti, write_nifti
     from sciatic.evaluation.qc import check_same_grid
 
-    parsed = parse_name(path)
-    if parsed is None:
-        if path.suffix.lower() == ".dcm":
-            raise InputRefusedError(ReasonCode.UNMATCHED_LABEL, f"{path.name}: DICOM SEG labels are not supported yet")
-        return  # not a label file (notes, screenshots): leave it alone
-    series_uid, rater = parsed
+    identified = _identify(path)
+    if identified is None:
+        return
+    series_uid, rater, kind = identified
     digest = sha256_file(path)
     with session_scope(engine) as session:
         series = session.scalars(
@@ -104,13 +137,9 @@ def _import_one(settings: Settings, engine: Engine, path: Path, report: LabelRep
             return
         assert series.volume_path is not None
         series_id, volume_path, version = series.id, series.volume_path, series.version
-    try:
-        label = read_nifti(path)
-    except Exception as exc:  # nibabel raises many types for a broken file
-        raise InputRefusedError(ReasonCode.UNREADABLE_FILE, f"{path.name} is not a readable NIfTI file: {exc}") from exc
-    data = label.data[..., 0] if label.data.ndim == 4 and label.data.shape[3] == 1 else label.data
+    data, affine = _read_mask(path, kind, series_id)
     volume = read_nifti(volume_path)
-    check_same_grid(data.shape, label.affine, volume.shape, volume.affine)
+    check_same_grid(data.shape, affine, volume.shape, volume.affine)
     mask = (np.asarray(data) > 0).astype(np.uint8)
     target = settings.dir("results") / "labels" / series_uid / f"v{version}" / f"{rater}-{digest[:12]}.nii.gz"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +148,7 @@ def _import_one(settings: Settings, engine: Engine, path: Path, report: LabelRep
         row = ManualLabel(
             series_id=series_id,
             rater=rater,
-            format=LabelFormat.NIFTI,
+            format=kind,
             source_path=str(path),
             source_sha256=digest,
             mask_path=str(target),

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sciatic.config import get_settings
-from tests.postgres import create_database, drop_database, postgres_server
+from tests.postgres import create_database, drop_database, free_port, postgres_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_DICOM = REPO_ROOT.parent / "shared" / "data" / "dicom-real"
@@ -58,3 +62,29 @@ def pg_settings(pg_database: str, monkeypatch: pytest.MonkeyPatch) -> str:
     get_settings.cache_clear()
     migrate.upgrade(pg_database)
     return pg_database
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """dcmtk's storescp as a stand-in PACS (AE title PACS), storing into a folder."""
+    tool = shutil.which("storescp")
+    if tool is None:
+        pytest.fail("storescp not found: install Debian's dcmtk (`apt-get install dcmtk`)")
+    port, folder = free_port(), tmp_path / "pacs"
+    folder.mkdir()
+    process = subprocess.Popen(
+        [tool, "-aet", "PACS", "-od", str(folder), str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("storescp did not start")
+            time.sleep(0.05)
+        yield port, folder
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -47,7 +47,7 @@ def _reachable(url: str) -> str | None:
         engine.dispose()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -64,7 +64,7 @@ class ThrowawayCluster:
             raise RuntimeError("initdb not found")
         self.bindir = Path(initdb).parent
         self.root = Path(tempfile.mkdtemp(prefix="sciatic-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         # initdb refuses to run as root: run the cluster as the 'postgres' system user then.
         self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.prefix:

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One-off setup of a new or upgraded installation (the compose service "init").
+# Every step is idempotent: run it again after each upgrade.
+set -euo pipefail
+
+echo "init: Airflow metadata database"
+airflow db migrate
+
+echo "init: sciatic database schema"
+sciatic db upgrade
+
+echo "init: Airflow pool gpu (${GPU_POOL_SLOTS:-1} slot(s), one per GPU)"
+airflow pools set gpu "${GPU_POOL_SLOTS:-1}" "sciatic: U-Net inference and training, one slot per GPU"
+
+echo "init: research login role"
+python /opt/sciatic/docker/research_role.py
+
+echo "init: done"

@@ -1,0 +1,70 @@
+"""A segmentation exported as DICOM SEG, sent to a PACS (dcmtk's storescp), and imported back as a label."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import sqlalchemy as sa
+
+from sciatic import pipeline
+from sciatic.cli import main
+from sciatic.config import get_settings
+from sciatic.db.enums import LabelFormat
+from sciatic.db.models import ManualLabel, Segmentation
+from sciatic.db.session import default_engine, session_scope
+from sciatic.dicom.nifti import read_nifti
+from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model
+
+
+def test_seg_round_trip_through_pacs_and_label_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, storescp: tuple[int, Path]
+) -> None:
+    port, pacs_folder = storescp
+    monkeypatch.setenv("SCIATIC_PACS_HOST", "127.0.0.1")
+    monkeypatch.setenv("SCIATIC_PACS_PORT", str(port))
+    configure(monkeypatch)
+    drop_phantoms(tmp_path / "ph", subjects=1, seed=21)
+    pipeline.ingest()
+    model_id = register_tiny_model()
+    (label_id,) = pipeline.import_labels()
+    with session_scope(default_engine()) as session:
+        label = session.get(ManualLabel, label_id)
+        assert label is not None
+        row = Segmentation(
+            series_id=label.series_id,
+            model_version_id=model_id,
+            mask_path=label.mask_path,
+            mask_sha256=label.mask_sha256,
+            device="cpu",
+            batch_size=1,
+            load_seconds=0.0,
+            inference_seconds=0.0,
+            total_seconds=0.0,
+        )
+        session.add(row)
+        session.flush()
+        segmentation_id, label_mask = row.id, label.mask_path
+
+    out = tmp_path / "nerve-seg.dcm"
+    assert main(["export", "seg", str(segmentation_id), "-o", str(out), "--send"]) == 0
+    (stored,) = list(pacs_folder.iterdir())
+    assert pydicom.dcmread(stored).SOPInstanceUID == pydicom.dcmread(out).SOPInstanceUID
+
+    labels = get_settings().labels_dir
+    shutil.rmtree(labels)
+    labels.mkdir()
+    shutil.copy(out, labels / "from-viewer.dcm")
+    (seg_label_id,) = pipeline.import_labels()
+    with session_scope(default_engine()) as session:
+        imported = session.get(ManualLabel, seg_label_id)
+        assert imported is not None and imported.format is LabelFormat.DICOM_SEG
+        seg_mask = imported.mask_path
+    original, back = read_nifti(label_mask), read_nifti(seg_mask)
+    np.testing.assert_array_equal(back.data, original.data)
+    np.testing.assert_array_equal(back.affine, original.affine)
+    with session_scope(default_engine()) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(ManualLabel)) == 2
