@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -29,9 +30,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISLNK
 
 from nibabel.orientations import aff2axcodes
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from sciatic.config import Settings
@@ -56,6 +58,7 @@ TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", "~")
 ABANDONED_AFTER_SECONDS = 24 * 3600  # a temporary file untouched this long is quarantined
 INCOMPLETE_GIVE_UP_FACTOR = 30  # convert anyway after quiet period x this, noting the shortfall
 BATCH = 200  # files per database transaction while indexing
+READ_WHOLE_FILE_BYTES = 64 * 1024**2  # smaller files are hashed and parsed from one read
 DUPLICATES_DIR = "_duplicates"
 COHORT_PATTERN = re.compile(r"\bcohort\s*=\s*(control|patient)\b", re.IGNORECASE)
 
@@ -206,7 +209,7 @@ def _examine(
     except FileNotFoundError:  # removed by its writer since the listing
         return None
     found = _Found(path, stat.st_size, stat.st_mtime)
-    if path.is_symlink():
+    if S_ISLNK(stat.st_mode):
         target = os.readlink(path)
         return found, InputRefusedError(ReasonCode.UNSAFE_PATH, f"symbolic link to {target} is not followed"), None
     age = now - stat.st_mtime
@@ -222,10 +225,10 @@ def _examine(
     if stat.st_size > settings.max_file_bytes:
         detail = f"{stat.st_size} bytes is over the limit of {settings.max_file_bytes} (SCIATIC_MAX_FILE_BYTES)"
         return found, InputRefusedError(ReasonCode.TOO_LARGE, detail), None
-    digest = sha256_file(path)
+    digest, data = _hash(path, stat.st_size)
     header: DicomHeader | InputRefusedError
     try:
-        header = read_header(path)
+        header = read_header(path, data)  # the bytes just hashed, when they were kept
     except InputRefusedError as exc:
         header = exc
     after = path.lstat()
@@ -233,6 +236,15 @@ def _examine(
         report.still_writing += 1  # changed while we read it: next pass
         return None
     return found, header, digest
+
+
+def _hash(path: Path, size: int) -> tuple[str, bytes | None]:
+    """The file's sha256, and its bytes when it is small enough to keep (the header is parsed from them)."""
+    if size > READ_WHOLE_FILE_BYTES:
+        return sha256_file(path), None
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return hashlib.sha256(data).hexdigest(), data
 
 
 def _record_batch(
@@ -251,6 +263,7 @@ def _record_batch(
         ).all()
         existing = {uid: sha for uid, sha, _ in rows}
         ids = {uid: row_id for uid, _, row_id in rows}
+        new_rows: list[dict[str, object]] = []  # instances new in this batch, inserted in one statement
         for found, header, digest in batch:
             if isinstance(header, InputRefusedError):
                 _quarantine(session, settings, found, digest, header.reason, header.detail)
@@ -259,22 +272,27 @@ def _record_batch(
             assert digest is not None
             known_sha = existing.get(header.sop_instance_uid)
             if known_sha is None:
-                instance = DicomInstance(
-                    sop_instance_uid=header.sop_instance_uid,
-                    sop_class_uid=header.sop_class_uid,
-                    series_instance_uid=header.series_instance_uid,
-                    study_instance_uid=header.study_instance_uid,
-                    instance_number=header.instance_number,
-                    sha256=digest,
-                    size_bytes=found.size,
-                    drop_path=str(found.path),
+                new_rows.append(
+                    {
+                        "sop_instance_uid": header.sop_instance_uid,
+                        "sop_class_uid": header.sop_class_uid,
+                        "series_instance_uid": header.series_instance_uid,
+                        "study_instance_uid": header.study_instance_uid,
+                        "instance_number": header.instance_number,
+                        "sha256": digest,
+                        "size_bytes": found.size,
+                        "drop_path": str(found.path),
+                    }
                 )
-                session.add(instance)
-                session.flush()
                 existing[header.sop_instance_uid] = digest
-                ids[header.sop_instance_uid] = instance.id
                 report.indexed += 1
             elif known_sha == digest:
+                if header.sop_instance_uid not in ids:  # a copy of an instance new in this batch
+                    _insert_instances(session, new_rows)
+                    new_rows = []
+                    ids[header.sop_instance_uid] = session.scalars(
+                        select(DicomInstance.id).where(DicomInstance.sop_instance_uid == header.sop_instance_uid)
+                    ).one()
                 duplicate = DuplicateFile(
                     instance_id=ids[header.sop_instance_uid],
                     sha256=digest,
@@ -305,9 +323,16 @@ def _record_batch(
                     other_sha=known_sha,
                 )
                 report.quarantined += 1
+        _insert_instances(session, new_rows)
         audit.record(session, STEP, "indexed_batch", files=len(batch))
     checkpoint("batch recorded")
     finish_pending_moves(engine)
+
+
+def _insert_instances(session: Session, rows: list[dict[str, object]]) -> None:
+    """Insert new instances in one executemany (column defaults apply: state INDEXED, indexed_at now)."""
+    if rows:
+        session.execute(insert(DicomInstance), rows)
 
 
 def _quarantine(
