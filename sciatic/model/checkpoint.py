@@ -1,0 +1,119 @@
+"""Checkpoints: one schema, written atomically, verified by sha256 before loading.
+
+Schema (every value loadable with ``torch.load(..., weights_only=True)``)::
+
+    {"model": state_dict, "optimizer": state_dict | {}, "epoch": int,
+     "config": dict (configs.config_to_dict), "metrics": {str: float},
+     "sciatic_version": str}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sciatic import __version__
+from sciatic.errors import ModelIntegrityError
+from sciatic.model.configs import ModelConfig, config_from_dict, config_to_dict
+
+KEYS = ("model", "optimizer", "epoch", "config", "metrics", "sciatic_version")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; workers under other accounts must read it
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: ModelConfig,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int = 0,
+    metrics: dict[str, float] | None = None,
+) -> str:
+    """Write a checkpoint atomically and return the sha256 of its bytes."""
+    state = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+        "epoch": int(epoch),
+        "config": config_to_dict(config),
+        "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
+        "sciatic_version": __version__,
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    atomic_write_bytes(Path(path), data)
+    return sha256_bytes(data)
+
+
+def load_checkpoint(
+    path: str | Path, expected_sha256: str | None, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """The checkpoint dict, after checking its sha256 (``None`` skips the check: ad-hoc use only).
+
+    Raises ``ModelIntegrityError`` when the bytes do not match, or when the
+    file is not a checkpoint of this schema.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelIntegrityError(f"cannot read checkpoint {path}: {exc}") from exc
+    actual = sha256_bytes(data)
+    if expected_sha256 is not None and actual != expected_sha256.lower():
+        raise ModelIntegrityError(f"checkpoint {path} has sha256 {actual}, expected {expected_sha256}")
+    try:
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file
+        raise ModelIntegrityError(f"checkpoint {path} cannot be loaded: {exc}") from exc
+    missing = [k for k in KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ModelIntegrityError(f"checkpoint {path} lacks {missing}; not a sciatic checkpoint")
+    state["sha256"] = actual
+    return dict(state)
+
+
+def checkpoint_config(state: dict[str, Any]) -> ModelConfig:
+    """The configuration stored in a loaded checkpoint."""
+    try:
+        return config_from_dict(state["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelIntegrityError(f"checkpoint configuration is not valid for this version: {exc}") from exc

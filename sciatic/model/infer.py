@@ -1,0 +1,263 @@
+"""Inference: a checkpoint and a volume in, a 0/1 mask of the volume's exact shape out.
+
+``load_model`` verifies the checkpoint's sha256 and builds the network;
+``segment_volume`` runs it in batches (halving the batch on CUDA
+out-of-memory), maps the result back to the volume's ``(X, Y, Z)`` grid and
+optionally keeps the largest 3D connected component. The caller writes the
+mask with the volume's own affine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from scipy import ndimage
+from torch import nn
+
+from sciatic.imaging.normalize import normalize
+from sciatic.model.checkpoint import checkpoint_config, load_checkpoint
+from sciatic.model.configs import ModelConfig
+from sciatic.model.data import (
+    crop,
+    downsample,
+    from_montages,
+    orientation,
+    paste,
+    to_montages,
+)
+from sciatic.model.unet import Cascade, build_model
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` is CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class ModelBundle:
+    """A network ready for inference with the configuration and provenance it was loaded with."""
+
+    model: nn.Module
+    config: ModelConfig
+    device: torch.device
+    sha256: str | None = None
+    path: Path | None = None
+    epoch: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    sciatic_version: str = ""
+    load_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """A predicted mask (uint8 0/1, the source volume's shape) and how it was made."""
+
+    mask: npt.NDArray[np.uint8]
+    device: str
+    batch_size: int  # the batch size finally used (after any out-of-memory halving)
+    load_seconds: float  # loading the model (from the bundle)
+    inference_seconds: float  # normalisation, network(s), unmontage / paste, clean-up
+
+
+def load_model(path: str | Path, expected_sha256: str | None, device: str | torch.device = "auto") -> ModelBundle:
+    """Verify and load a checkpoint into an eval-mode network on ``device``.
+
+    Raises ``ModelIntegrityError`` when the sha256 does not match
+    (``expected_sha256=None`` skips the check: for ad-hoc use only).
+    """
+    start = time.perf_counter()
+    target = resolve_device(device)
+    state = load_checkpoint(path, expected_sha256, map_location="cpu")
+    config = checkpoint_config(state)
+    model = build_model(config)
+    model.load_state_dict(state["model"])
+    model.to(target).eval()
+    return ModelBundle(
+        model=model,
+        config=config,
+        device=target,
+        sha256=state["sha256"],
+        path=Path(path),
+        epoch=int(state["epoch"]),
+        metrics=dict(state["metrics"]),
+        sciatic_version=str(state["sciatic_version"]),
+        load_seconds=time.perf_counter() - start,
+    )
+
+
+class BatchRunner:
+    """Runs a network over ``(N, C, H, W)`` in batches; on CUDA out-of-memory halves the batch and retries.
+
+    ``batch_size`` keeps the reduced value for later calls, so that a volume's
+    second stage does not hit the same limit again.
+    """
+
+    def __init__(self, device: torch.device, batch_size: int, amp: bool) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.device = device
+        self.batch_size = batch_size
+        self.amp = amp and device.type == "cuda"
+
+    def _forward(self, net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            logits = net(x)
+        return torch.sigmoid(logits.float()).cpu()
+
+    def run(self, net: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        """Sigmoid probabilities ``(N, 1, H, W)`` on the CPU."""
+        outputs: list[torch.Tensor] = []
+        i = 0
+        while i < inputs.shape[0]:
+            size = self.batch_size
+            try:
+                outputs.append(self._forward(net, inputs[i : i + size]))
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                self.batch_size = size // 2
+                # Retry outside the handler so that the failed batch's tensors can be freed.
+            else:
+                i += size
+                continue
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        return torch.cat(outputs) if outputs else inputs.new_zeros((0, 1, *inputs.shape[-2:]))
+
+
+def locate(prob: npt.NDArray[np.float32], threshold: float, factor: int, shape: tuple[int, int]) -> npt.NDArray[Any]:
+    """Crop centres ``(Z, 2)`` in full-resolution pixels from coarse probabilities ``(Z, X', Y')``.
+
+    The largest (by summed probability) 3D component of the thresholded
+    localiser output, bridging gaps of up to two slices, gives each slice's
+    probability-weighted centroid; slices where it is absent take centres
+    interpolated along Z. With no detection
+    at all, the threshold falls to half the maximum, then to the image centre.
+    """
+    z = prob.shape[0]
+    binary = prob > threshold
+    if not binary.any() and prob.max() > 0:
+        binary = prob >= 0.5 * prob.max()
+    if not binary.any():
+        return np.tile(np.array([shape[0] // 2, shape[1] // 2]), (z, 1))
+    # Components are joined across up to two missed slices (and one pixel in-plane).
+    bridged = ndimage.binary_dilation(binary, structure=np.ones((5, 3, 3), bool))
+    labels, count = ndimage.label(bridged, structure=np.ones((3, 3, 3), bool))
+    labels[~binary] = 0
+    sums = ndimage.sum_labels(prob, labels, index=np.arange(1, count + 1))
+    keep = labels == int(np.argmax(sums)) + 1
+    weights = np.where(keep, prob, 0.0)
+    mass = weights.sum(axis=(1, 2))
+    found = np.nonzero(mass > 0)[0]
+    xs = np.arange(prob.shape[1], dtype=np.float64)
+    ys = np.arange(prob.shape[2], dtype=np.float64)
+    cx = (weights.sum(axis=2) @ xs)[found] / mass[found]
+    cy = (weights.sum(axis=1) @ ys)[found] / mass[found]
+    ks = np.arange(z)
+    coarse = np.stack([np.interp(ks, found, cx), np.interp(ks, found, cy)], axis=1)
+    centres = np.rint((coarse + 0.5) * factor - 0.5).astype(np.int64)
+    centres[:, 0] = np.clip(centres[:, 0], 0, shape[0] - 1)
+    centres[:, 1] = np.clip(centres[:, 1], 0, shape[1] - 1)
+    return centres
+
+
+def _stacks(volume: torch.Tensor, context: int) -> torch.Tensor:
+    """``(Z, 2c+1, X, Y)`` 2.5D inputs from an ``(X, Y, Z)`` tensor; edge slices repeat."""
+    z = volume.shape[2]
+    slices = volume.permute(2, 0, 1)
+    index = (torch.arange(z)[:, None] + torch.arange(-context, context + 1)[None]).clamp(0, z - 1)
+    return slices[index]
+
+
+def predict_probabilities(
+    model: nn.Module,
+    config: ModelConfig,
+    volume: npt.NDArray[Any],
+    affine: npt.NDArray[Any],
+    runner: BatchRunner,
+) -> npt.NDArray[np.float32]:
+    """Foreground probabilities of the volume's exact ``(X, Y, Z)`` shape (model in eval mode)."""
+    turn = orientation(config, affine)
+    normalized = turn.to_canonical(normalize(volume))
+    with torch.inference_mode():
+        if config.mode == "montage":
+            montages, layout = to_montages(normalized, config)
+            x = torch.from_numpy(np.ascontiguousarray(montages, dtype=np.float32))[:, None]
+            prob = runner.run(model, x)[:, 0].numpy()
+            out = np.asarray(from_montages(prob, layout), dtype=np.float32)
+        else:
+            assert isinstance(model, Cascade)
+            stacks = _stacks(torch.from_numpy(normalized), config.context)
+            loc = runner.run(model.localizer, downsample(stacks, config.localizer_factor))[:, 0]
+            centres = locate(loc.numpy(), config.threshold, config.localizer_factor, normalized.shape[:2])
+            size = config.crop_size
+            crops = torch.stack([crop(stacks[k], int(cx), int(cy), size) for k, (cx, cy) in enumerate(centres)])
+            fine = runner.run(model.segmenter, crops)[:, 0]
+            full = torch.zeros(stacks.shape[0], *stacks.shape[-2:])
+            for k, (cx, cy) in enumerate(centres):
+                paste(full[k], fine[k], int(cx), int(cy))
+            out = full.permute(1, 2, 0).numpy()
+    out = turn.from_canonical(out)
+    if out.shape != volume.shape:
+        raise RuntimeError(f"prediction shape {out.shape} differs from the volume's {volume.shape}")
+    return out
+
+
+def largest_component(mask: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """The largest 26-connected 3D component of a 0/1 mask (empty stays empty)."""
+    labels, count = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), bool))
+    keep = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1 if count > 1 else 1
+    kept = labels == keep if count > 1 else labels > 0
+    out: npt.NDArray[np.uint8] = kept.astype(np.uint8)
+    return out
+
+
+def segment_volume(
+    model_bundle: ModelBundle,
+    volume: npt.NDArray[Any],
+    affine: npt.NDArray[Any],
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    keep_largest_component: bool = True,
+) -> SegmentationResult:
+    """Segment one ``(X, Y, Z)`` volume; the mask has its exact shape (write it with ``affine``).
+
+    ``device`` None keeps the bundle's device (another moves the model there);
+    ``batch_size`` None takes the configuration's ``infer_batch_size``.
+    """
+    start = time.perf_counter()
+    volume = np.asarray(volume)
+    if volume.ndim != 3 or min(volume.shape) < 1:
+        raise ValueError(f"expected a non-empty 3D (X, Y, Z) volume, got shape {volume.shape}")
+    if np.asarray(affine).shape != (4, 4) or not np.isfinite(affine).all():
+        raise ValueError("affine must be a finite 4x4 matrix")
+    config = model_bundle.config
+    target = model_bundle.device if device is None else resolve_device(device)
+    if target != model_bundle.device:
+        model_bundle.model.to(target)
+        model_bundle.device = target
+    model_bundle.model.eval()
+    runner = BatchRunner(target, batch_size or config.infer_batch_size, config.amp)
+    prob = predict_probabilities(model_bundle.model, config, volume, np.asarray(affine), runner)
+    mask = (prob > config.threshold).astype(np.uint8)
+    if keep_largest_component:
+        mask = largest_component(mask)
+    return SegmentationResult(
+        mask=mask,
+        device=str(target),
+        batch_size=runner.batch_size,
+        load_seconds=model_bundle.load_seconds,
+        inference_seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,229 @@
+"""Training: ``train`` runs epochs of ``train_one_epoch`` and ``evaluate``, keeps the best checkpoint.
+
+Every hyper-parameter comes from the ``ModelConfig``. On CPU, two runs with
+the same seed give identical weights (seeded initialisation, per-sample
+generators for the data, deterministic algorithms). On CUDA the same code
+runs with autocast + GradScaler when the configuration asks for AMP.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from sciatic.evaluation.qc import FAILURE_DICE, dice
+from sciatic.model.checkpoint import save_checkpoint
+from sciatic.model.configs import ModelConfig
+from sciatic.model.data import EpochDataset, Item, Subject, as_subject, make_dataset, pad_collate
+from sciatic.model.infer import ModelBundle, resolve_device, segment_volume
+from sciatic.model.unet import Cascade, build_model
+
+CHECKPOINT_NAME = "model.pt"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The chosen checkpoint and how training went."""
+
+    checkpoint: Path
+    sha256: str
+    config: ModelConfig
+    best_epoch: int
+    metrics: dict[str, float]  # as stored in the checkpoint (val_dice, val_failure_rate, train_loss)
+    epochs_run: int
+    seconds: float
+    device: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-pixel BCE (``bce``, the seed's) or BCE + soft Dice over the batch (``dice_bce``)."""
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    if kind == "bce":
+        return bce
+    prob = torch.sigmoid(logits)
+    overlap = (prob * target).sum()
+    soft_dice = (2.0 * overlap + 1.0) / (prob.sum() + target.sum() + 1.0)
+    return bce + (1.0 - soft_dice)
+
+
+def compute_loss(model: nn.Module, config: ModelConfig, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The training loss of one batch (both stages for a cascade)."""
+    if isinstance(model, Cascade):
+        coarse = segmentation_loss(model.localizer(batch["loc_image"]), batch["loc_target"], config.loss)
+        fine = segmentation_loss(model.segmenter(batch["image"]), batch["target"], config.loss)
+        return coarse + fine
+    return segmentation_loss(model(batch["image"]), batch["target"], config.loss)
+
+
+def make_optimizer(config: ModelConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    config: ModelConfig,
+    loader: DataLoader[dict[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    scaler: torch.amp.GradScaler | None,
+    device: torch.device,
+    epoch: int,
+    progress: bool = True,
+) -> float:
+    """One pass over the loader; returns the mean training loss."""
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)
+    for batch in bar:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler is not None):
+            loss = compute_loss(model, config, batch)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            torch.autograd.backward(scaler.scale(loss))
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            torch.autograd.backward(loss)
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        size = next(iter(batch.values())).shape[0]
+        total += float(loss.detach()) * size
+        count += size
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / max(count, 1)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    config: ModelConfig,
+    subjects: Sequence[Subject],
+    device: torch.device,
+    keep_largest_component: bool = True,
+) -> dict[str, float]:
+    """Mean validation Dice and failure rate (Dice < 0.05) through the inference path."""
+    bundle = ModelBundle(model=model, config=config, device=device)
+    scores = []
+    for subject in subjects:
+        result = segment_volume(bundle, subject.volume, subject.affine, keep_largest_component=keep_largest_component)
+        scores.append(dice(result.mask, subject.mask))
+    values = np.asarray(scores, dtype=np.float64)
+    return {
+        "val_dice": float(values.mean()),
+        "val_failure_rate": float((values < FAILURE_DICE).mean()),
+    }
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(
+    config: ModelConfig,
+    train_items: Sequence[Item],
+    val_items: Sequence[Item],
+    out_dir: str | Path,
+    epochs: int,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    num_workers: int = 0,
+) -> TrainResult:
+    """Train ``config`` and write the best-validation-Dice checkpoint to ``out_dir/model.pt``.
+
+    Items are ``Subject``s, ``(volume, mask, affine)`` arrays or
+    ``(volume.nii.gz, mask.nii.gz)`` paths. Training stops after ``epochs``,
+    or earlier when validation Dice has not improved for ``config.patience``
+    epochs (when > 0). ``out_dir/history.json`` is rewritten after every epoch.
+    """
+    if epochs < 1:
+        raise ValueError("epochs must be >= 1")
+    if not train_items or not val_items:
+        raise ValueError("training needs at least one training and one validation subject")
+    start = time.perf_counter()
+    target = resolve_device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_subjects = [as_subject(item, f"train{i}") for i, item in enumerate(train_items)]
+    val_subjects = [as_subject(item, f"val{i}") for i, item in enumerate(val_items)]
+
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn_benchmark_before = torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        _seed_everything(seed)
+        model = build_model(config).to(target)
+        dataset: EpochDataset = make_dataset(train_subjects, config, seed)
+        generator = torch.Generator().manual_seed(seed)
+        loader: DataLoader[dict[str, torch.Tensor]] = DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            shuffle=False,  # the dataset's plan is already a seeded permutation
+            num_workers=num_workers,
+            collate_fn=pad_collate,
+            generator=generator,
+            pin_memory=target.type == "cuda",
+        )
+        optimizer = make_optimizer(config, model)
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        if config.schedule == "cosine":
+            steps = epochs * max(1, -(-len(dataset) // config.batch_size))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        scaler = torch.amp.GradScaler("cuda") if config.amp and target.type == "cuda" else None
+
+        path = out / CHECKPOINT_NAME
+        best: dict[str, float] = {}
+        best_epoch, sha256, stale = -1, "", 0
+        history: list[dict[str, float]] = []
+        epoch_bar = tqdm(range(epochs), desc=f"train {config.name}", disable=not progress)
+        for epoch in epoch_bar:
+            dataset.set_epoch(epoch)
+            loss = train_one_epoch(model, config, loader, optimizer, scheduler, scaler, target, epoch, progress)
+            metrics = {"train_loss": loss, **evaluate(model, config, val_subjects, target)}
+            history.append({"epoch": float(epoch), **metrics})
+            if not best or metrics["val_dice"] > best["val_dice"]:
+                best, best_epoch, stale = metrics, epoch, 0
+                sha256 = save_checkpoint(path, model, config, optimizer=optimizer, epoch=epoch, metrics=metrics)
+            else:
+                stale += 1
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            epoch_bar.set_postfix(loss=f"{loss:.4f}", val_dice=f"{metrics['val_dice']:.3f}")
+            if config.patience and stale >= config.patience:
+                break
+    finally:
+        torch.use_deterministic_algorithms(deterministic_before, warn_only=warn_only_before)
+        torch.backends.cudnn.benchmark = cudnn_benchmark_before
+    return TrainResult(
+        checkpoint=path,
+        sha256=sha256,
+        config=config,
+        best_epoch=best_epoch,
+        metrics=best,
+        epochs_run=len(history),
+        seconds=time.perf_counter() - start,
+        device=str(target),
+        history=history,
+    )

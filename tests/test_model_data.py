@@ -1,0 +1,187 @@
+"""Data helpers: crops, stacks, montages, augmentation, datasets."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from sciatic.imaging.normalize import normalize
+from sciatic.model.configs import SEED, AugmentConfig
+from sciatic.model.data import (
+    CascadeDataset,
+    MontageDataset,
+    Orientation,
+    as_subject,
+    augment,
+    crop,
+    downsample,
+    from_montages,
+    pad_collate,
+    paste,
+    slice_stack,
+    to_montages,
+)
+from tests._model_synthetic import TINY_CASCADE, TINY_SEED, blob_subject
+
+torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize(("cx", "cy"), [(10, 12), (0, 0), (19, 22), (-3, 30), (25, 2)])
+def test_crop_and_paste_are_inverse_inside_the_image(cx: int, cy: int) -> None:
+    image = torch.arange(20 * 23, dtype=torch.float32).reshape(20, 23)
+    window = crop(image, cx, cy, 8)
+    assert window.shape == (8, 8)
+    back = torch.zeros_like(image)
+    paste(back, window, cx, cy)
+    x0, y0 = cx - 4, cy - 4
+    inside = torch.zeros_like(image, dtype=torch.bool)
+    inside[max(0, x0) : max(0, x0 + 8), max(0, y0) : max(0, y0 + 8)] = True
+    assert torch.equal(back[inside], image[inside])
+    assert (back[~inside] == 0).all()
+
+
+def test_downsample_pads_odd_sizes() -> None:
+    x = torch.ones(2, 3, 9, 10)
+    out = downsample(x, 4)
+    assert out.shape == (2, 3, 3, 3)
+    assert out[0, 0, 0, 0] == 1.0 and out[0, 0, 2, 2] < 1.0
+
+
+def test_slice_stack_repeats_edges() -> None:
+    volume = np.broadcast_to(np.arange(4, dtype=np.float32), (3, 2, 4))
+    assert [s[0, 0] for s in slice_stack(volume, 0, 1)] == [0, 0, 1]
+    assert [s[0, 0] for s in slice_stack(volume, 3, 2)] == [1, 2, 3, 3, 3]
+
+
+@pytest.mark.parametrize("shape", [(16, 12, 10), (15, 9, 7), (8, 8, 1)])
+def test_montage_round_trip(shape: tuple[int, int, int]) -> None:
+    volume = np.random.default_rng(1).random(shape).astype(np.float32)
+    montages, layout = to_montages(volume, TINY_SEED)
+    assert montages.shape == (-(-shape[2] // 3), 64, 3 * 64)
+    np.testing.assert_array_equal(from_montages(montages, layout), volume)
+
+
+def test_seed_montages_are_the_abstracts() -> None:
+    montages, _ = to_montages(np.zeros((256, 256, 40), np.float32), SEED)
+    assert montages.shape == (8, 256, 1280)
+
+
+def test_augment_keeps_shapes_binary_masks_and_is_reproducible() -> None:
+    subject = blob_subject(0)
+    image = torch.from_numpy(slice_stack(normalize(subject.volume), 3, 1))
+    mask = torch.from_numpy(subject.mask[None, :, :, 3].astype(np.float32))
+    aug = AugmentConfig(p_spatial=1.0, p_intensity=1.0, flip_x=1.0)
+    a = augment(image, mask, aug, np.random.default_rng(5))
+    b = augment(image, mask, aug, np.random.default_rng(5))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == image.shape and a[1].shape == mask.shape
+    assert set(a[1].unique().tolist()) <= {0.0, 1.0}
+    assert abs(float(a[1].sum()) - float(mask.sum())) < 0.4 * float(mask.sum())
+    off = augment(image, mask, AugmentConfig(enabled=False), np.random.default_rng(5))
+    assert off[0] is image and off[1] is mask
+
+
+def test_identity_spatial_transform_changes_nothing() -> None:
+    subject = blob_subject(1)
+    image = torch.from_numpy(slice_stack(subject.volume, 2, 1))
+    mask = torch.from_numpy(subject.mask[None, :, :, 2].astype(np.float32))
+    aug = AugmentConfig(p_spatial=1.0, p_intensity=0.0, flip_x=0.0, rotate_deg=0.0, scale=0.0)
+    out_image, out_mask = augment(image, mask, aug, np.random.default_rng(0))
+    torch.testing.assert_close(out_image, image, atol=1e-3, rtol=1e-4)
+    assert torch.equal(out_mask, mask)
+
+
+def test_flip_x_mirrors_the_first_axis() -> None:
+    image = torch.arange(6 * 4, dtype=torch.float32).reshape(1, 6, 4)
+    mask = torch.zeros(1, 6, 4)
+    aug = AugmentConfig(p_spatial=1.0, p_intensity=0.0, flip_x=1.0, rotate_deg=0.0, scale=0.0)
+    out, _ = augment(image, mask, aug, np.random.default_rng(0))
+    torch.testing.assert_close(out, image.flip(1))
+
+
+def test_cascade_dataset_samples() -> None:
+    subjects = [blob_subject(i, shape=(40, 34, 6)) for i in range(2)]
+    dataset = CascadeDataset(subjects, TINY_CASCADE, seed=3)
+    assert len(dataset) == 12
+    sample = dataset[0]
+    assert sample["loc_image"].shape == (3, 20, 17)
+    assert sample["image"].shape == (3, 16, 16) and sample["target"].shape == (1, 16, 16)
+    again = CascadeDataset(subjects, TINY_CASCADE, seed=3)[0]
+    assert all(torch.equal(sample[k], again[k]) for k in sample)
+    dataset.set_epoch(1)
+    assert dataset.plan != CascadeDataset(subjects, TINY_CASCADE, seed=3).plan
+    batch = pad_collate([dataset[i] for i in range(4)])
+    assert batch["image"].shape == (4, 3, 16, 16)
+
+
+def test_montage_dataset_samples() -> None:
+    subjects = [blob_subject(i, shape=(32, 28, 7)) for i in range(2)]
+    dataset = MontageDataset(subjects, TINY_SEED, seed=0)
+    assert len(dataset) == 2 * 3  # 7 slices -> 3 montages of 3
+    sample = dataset[0]
+    assert sample["image"].ndim == 3 and sample["image"].shape[0] == 1
+    assert sample["image"].shape == sample["target"].shape
+
+
+def test_pad_collate_pads_to_largest() -> None:
+    batch = pad_collate([{"a": torch.ones(1, 3, 4)}, {"a": torch.ones(1, 5, 2)}])
+    assert batch["a"].shape == (2, 1, 5, 4)
+    assert batch["a"][0, 0, 4, 0] == 0 and batch["a"][1, 0, 0, 3] == 0
+
+
+def test_subject_from_nifti_paths(tmp_path: pytest.TempPathFactory) -> None:
+    subject = blob_subject(2)
+    vol_path, mask_path = tmp_path / "v.nii.gz", tmp_path / "m.nii.gz"  # type: ignore[operator]
+    nib.save(nib.Nifti1Image(subject.volume, subject.affine), vol_path)
+    nib.save(nib.Nifti1Image(subject.mask, subject.affine), mask_path)
+    loaded = as_subject((vol_path, mask_path))
+    np.testing.assert_array_equal(loaded.mask, subject.mask)
+    np.testing.assert_allclose(loaded.affine, subject.affine)
+    nib.save(nib.Nifti1Image(subject.mask, np.eye(4)), mask_path)
+    with pytest.raises(ValueError, match="affine"):
+        as_subject((vol_path, mask_path))
+    with pytest.raises(ValueError, match="same 3D shape"):
+        as_subject((subject.volume, subject.mask[:, :, :3], subject.affine))
+
+
+def _affine(row_dir: tuple[float, float, float], col_dir: tuple[float, float, float]) -> np.ndarray:
+    """A RAS+ affine by the conventions' formula from LPS ImageOrientationPatient triplets."""
+    r, c = np.array(row_dir), np.array(col_dir)
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2] = 0.7 * r, 0.7 * c, 4.0 * np.cross(r, c)
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+@pytest.mark.parametrize(
+    ("row_dir", "col_dir", "expected"),
+    [
+        ((1, 0, 0), (0, 1, 0), Orientation()),  # supine: columns to the left, rows to posterior
+        ((-1, 0, 0), (0, -1, 0), Orientation(flip_x=True, flip_y=True)),  # prone
+        ((0, 1, 0), (1, 0, 0), Orientation(transpose=True)),
+        ((0.99, 0.1, 0.05), (-0.1, 0.99, 0.0), Orientation()),  # slightly oblique
+    ],
+)
+def test_orientation_from_affine(
+    row_dir: tuple[float, float, float], col_dir: tuple[float, float, float], expected: Orientation
+) -> None:
+    assert Orientation.from_affine(_affine(row_dir, col_dir)) == expected
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("flip_x", [False, True])
+@pytest.mark.parametrize("flip_y", [False, True])
+def test_orientation_round_trip(transpose: bool, flip_x: bool, flip_y: bool) -> None:
+    volume = np.random.default_rng(0).random((7, 5, 3))
+    turn = Orientation(transpose, flip_x, flip_y)
+    canonical = turn.to_canonical(volume)
+    assert canonical.shape == ((5, 7, 3) if transpose else (7, 5, 3))
+    np.testing.assert_array_equal(turn.from_canonical(canonical), volume)
+
+
+def test_prone_nerve_lands_where_supine_nerve_is() -> None:
+    volume = np.zeros((6, 6, 1))
+    volume[1, 4, 0] = 1  # patient right (low X... flipped) and anterior in a prone image
+    turn = Orientation.from_affine(_affine((-1, 0, 0), (0, -1, 0)))
+    assert np.argwhere(turn.to_canonical(volume)[:, :, 0]).tolist() == [[4, 1]]

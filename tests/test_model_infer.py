@@ -1,0 +1,146 @@
+"""Inference: geometry of the output mask, clean-up, device choice and the out-of-memory retry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sciatic.model.configs import CASCADE, SEED, ModelConfig
+from sciatic.model.infer import (
+    BatchRunner,
+    ModelBundle,
+    largest_component,
+    locate,
+    predict_probabilities,
+    resolve_device,
+    segment_volume,
+)
+from sciatic.model.unet import Cascade, build_model
+from tests._model_synthetic import TINY_CASCADE, TINY_SEED
+
+torch.set_num_threads(2)
+
+
+def _bundle(config: ModelConfig) -> ModelBundle:
+    torch.manual_seed(0)
+    return ModelBundle(model=build_model(config).eval(), config=config, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("config", [TINY_CASCADE, TINY_SEED], ids=["cascade", "seed"])
+@pytest.mark.parametrize("shape", [(40, 36, 8), (37, 29, 7), (9, 50, 1), (64, 20, 11)])
+def test_mask_has_the_exact_shape_of_the_volume(config: ModelConfig, shape: tuple[int, int, int]) -> None:
+    volume = np.random.default_rng(0).normal(100, 20, shape).astype(np.int16)
+    result = segment_volume(_bundle(config), volume, np.eye(4), batch_size=4)
+    assert result.mask.shape == shape and result.mask.dtype == np.uint8
+    assert set(np.unique(result.mask).tolist()) <= {0, 1}
+    assert result.device == "cpu" and result.inference_seconds > 0
+
+
+def test_bad_inputs_are_refused() -> None:
+    bundle = _bundle(TINY_CASCADE)
+    with pytest.raises(ValueError, match="3D"):
+        segment_volume(bundle, np.zeros((4, 4)), np.eye(4))
+    with pytest.raises(ValueError, match="affine"):
+        segment_volume(bundle, np.zeros((4, 4, 2)), np.eye(3))
+
+
+def test_auto_device_is_cpu_without_cuda() -> None:
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_largest_component_keeps_the_biggest_3d_blob() -> None:
+    mask = np.zeros((10, 10, 4), np.uint8)
+    mask[1:4, 1:4, :] = 1  # 36 voxels
+    mask[7:9, 7:9, 1] = 1  # 4 voxels
+    mask[5, 5, 3] = 1
+    out = largest_component(mask)
+    assert out.sum() == 36 and out[1, 1, 0] == 1 and out[7, 7, 1] == 0
+    assert largest_component(np.zeros((3, 3, 3))).sum() == 0
+
+
+def test_locate_interpolates_missing_slices_and_ignores_small_blobs() -> None:
+    prob = np.zeros((5, 10, 12), np.float32)
+    for k in (0, 1, 3, 4):
+        prob[k, 2 + k, 3:5] = 0.9  # the nerve, drifting in X
+    prob[2, 8, 10] = 0.6  # a lone false positive on the slice where the nerve is missed
+    centres = locate(prob, 0.5, 4, (40, 48))
+    expected_x = (np.array([2, 3, 4, 5, 6]) + 0.5) * 4 - 0.5
+    np.testing.assert_array_equal(centres[:, 0], np.rint(expected_x))
+    assert (centres[:, 1] == 16).all()  # mean Y 3.5 -> (3.5 + 0.5) * 4 - 0.5 = 15.5, rounded to even
+    assert locate(np.zeros((2, 4, 4), np.float32), 0.5, 2, (8, 8)).tolist() == [[4, 4], [4, 4]]
+
+
+class FakeOOM(nn.Module):
+    """Wraps a network and raises CUDA out-of-memory for batches larger than ``limit``."""
+
+    def __init__(self, inner: nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.limit = limit
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[0])
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        out: torch.Tensor = self.inner(x)
+        return out
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_result() -> None:
+    volume = np.random.default_rng(3).normal(100, 20, (40, 36, 9)).astype(np.float32)
+    reference = _bundle(TINY_CASCADE)
+    expected = predict_probabilities(
+        reference.model, TINY_CASCADE, volume, np.eye(4), BatchRunner(reference.device, 9, False)
+    )
+
+    bundle = _bundle(TINY_CASCADE)
+    assert isinstance(bundle.model, Cascade)
+    fake = FakeOOM(bundle.model.localizer, limit=2)
+    bundle.model.localizer = fake  # type: ignore[assignment]
+    runner = BatchRunner(bundle.device, 8, False)
+    got = predict_probabilities(bundle.model, TINY_CASCADE, volume, np.eye(4), runner)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert runner.batch_size == 2
+    assert fake.sizes[:3] == [8, 4, 2] and sum(s for s in fake.sizes if s <= 2) == 9
+
+    result = segment_volume(bundle, volume, np.eye(4), batch_size=16)
+    assert result.batch_size == 2
+
+
+def test_out_of_memory_at_batch_one_is_raised() -> None:
+    bundle = _bundle(TINY_SEED)
+    bundle.model = FakeOOM(bundle.model, limit=0)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        segment_volume(bundle, np.ones((16, 16, 12), np.float32), np.eye(4), batch_size=4)
+    assert bundle.model.sizes == [4, 2, 1]  # type: ignore[union-attr]
+
+
+def test_runner_empty_cache_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(1))
+    net: Callable[[torch.Tensor], torch.Tensor] = FakeOOM(nn.Identity(), limit=1)
+    out = BatchRunner(torch.device("cpu"), 4, amp=True).run(net, torch.zeros(3, 1, 2, 2))
+    assert out.shape == (3, 1, 2, 2) and calls == []
+
+
+@pytest.mark.parametrize("config", [TINY_CASCADE, TINY_SEED], ids=["cascade", "seed"])
+def test_reoriented_volumes_keep_their_geometry(config: ModelConfig) -> None:
+    volume = np.random.default_rng(0).normal(100, 20, (30, 44, 5)).astype(np.float32)
+    transposing = np.array([[0, -0.7, 0, 0], [-0.7, 0, 0, 0], [0, 0, 4.0, 0], [0, 0, 0, 1]])
+    result = segment_volume(_bundle(config), volume, transposing, batch_size=4)
+    assert result.mask.shape == volume.shape
+
+
+@pytest.mark.parametrize("config", [CASCADE, pytest.param(SEED, marks=pytest.mark.slow)], ids=["cascade", "seed"])
+def test_named_configurations_segment_a_full_size_volume(config: ModelConfig) -> None:
+    volume = np.random.default_rng(0).normal(300, 50, (256, 224, 12)).astype(np.float32)
+    affine = np.diag([-0.7, -0.7, 4.0, 1.0])
+    result = segment_volume(_bundle(config), volume, affine)
+    assert result.mask.shape == volume.shape
+    assert result.batch_size == config.infer_batch_size
