@@ -30,7 +30,7 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(target: Path, write: Callable[[BinaryIO], None]) -> str:
+def atomic_write(target: Path, write: Callable[[BinaryIO], object]) -> str:
     """Call ``write(binary_file)`` on a temporary sibling of ``target``, fsync, rename; return the sha256.
 
     Readers never see a partial file: a crash leaves the old file (or none)

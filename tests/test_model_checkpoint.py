@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from sciatic.errors import ModelIntegrityError
-from sciatic.model.checkpoint import KEYS, load_checkpoint, save_checkpoint, sha256_file
+from sciatic.model.checkpoint import KEYS, load_checkpoint, save_checkpoint
 from sciatic.model.configs import config_from_dict
 from sciatic.model.infer import load_model
 from sciatic.model.train import make_optimizer
 from sciatic.model.unet import build_model
+from sciatic.storage import sha256_file
 from tests._model_synthetic import TINY_CASCADE
 
 torch.set_num_threads(2)

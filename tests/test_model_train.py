@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from sciatic.evaluation.qc import dice
-from sciatic.model.checkpoint import sha256_file
 from sciatic.model.infer import load_model, segment_volume
 from sciatic.model.train import segmentation_loss, train
+from sciatic.storage import sha256_file
 from tests._model_synthetic import TINY_CASCADE, TINY_SEED, blob_subject
 
 torch.set_num_threads(2)
