@@ -10,7 +10,7 @@ DEMO_DIR ?= demo
 SYSTEM_TOOLS := storescu:dcmtk dcmdump:dcmtk dciodvfy:dicom3tools chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test lint format clean
+.PHONY: install system-deps demo model bench test lint format clean
 
 install: $(STAMP) system-deps
 
@@ -29,10 +29,19 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# The whole nightly job on synthetic studies, in ./demo, on the embedded SQLite database.
 demo: install
-	@rm -rf $(DEMO_DIR)
-	SCIATIC_DATA_DIR=$(CURDIR)/$(DEMO_DIR) $(BIN)/sciatic db upgrade
-	SCIATIC_DATA_DIR=$(CURDIR)/$(DEMO_DIR) $(BIN)/sciatic config
+	$(BIN)/sciatic demo --dir $(DEMO_DIR)
+
+# Rebuild the shipped phantom model and check it is bit-identical (same CPU architecture and libraries).
+model: install
+	$(BIN)/python -m sciatic.model.demo_model --out models/phantom-cascade.pt --check models/phantom-cascade.sha256
+
+# Speed and quality benchmarks: each prints ratios against a baseline run in the same command.
+bench: install
+	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/inference.py
+	$(BIN)/python benchmarks/quality.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

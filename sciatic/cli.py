@@ -271,6 +271,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sciatic.demo import SHIPPED_MODEL, run_demo
+
+    return run_demo(Path(args.dir).resolve(), subjects=args.subjects, model=Path(args.model or SHIPPED_MODEL))
+
+
 def recovery_hint(exc: SciaticError) -> str | None:
     """The 'Recovery:' paragraph of the exception's docstring, on one line."""
     doc = type(exc).__doc__ or ""
@@ -377,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="name this run in the audit trail")
     p.set_defaults(handler=_cmd_run)
 
+    p = commands.add_parser("demo", help="the whole job on synthetic studies in a fresh folder (embedded database)")
+    p.add_argument("--dir", default="demo", help="demo folder, replaced if it holds an earlier demo (default ./demo)")
+    p.add_argument("--subjects", type=int, default=6)
+    p.add_argument("--model", help="checkpoint to use (default: the shipped models/phantom-cascade.pt)")
+    p.set_defaults(handler=_cmd_demo)
+
     p = commands.add_parser("qc", help="quality control: compare two masks, picture a segmentation")
     qc = p.add_subparsers(dest="qc_command", required=True, metavar="ACTION")
     q = qc.add_parser("compare", help="Dice, HD95, surface distance, volume similarity of two masks, as JSON")
@@ -407,6 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+        if args.command != "db":  # schema checks before each step are not news
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+        if args.command == "demo":  # the demo prints its own story
+            logging.getLogger("sciatic").setLevel(logging.WARNING)
     handler: Handler = args.handler
     try:
         return handler(args)
