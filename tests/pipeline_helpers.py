@@ -65,3 +65,25 @@ def register_tiny_model(promote: bool = True, seed: int = 0) -> int:
         if promote:
             registry.promote(session, version.id)
         return version.id
+
+
+def segmentation_from_mask(series_id: int, model_id: int, mask_path: str) -> int:
+    """A segmentation row whose mask is a given file (e.g. a label): results with a known truth."""
+    from sciatic.db.models import Segmentation
+    from sciatic.storage import sha256_file
+
+    with session_scope(default_engine()) as session:
+        row = Segmentation(
+            series_id=series_id,
+            model_version_id=model_id,
+            mask_path=mask_path,
+            mask_sha256=sha256_file(mask_path),
+            device="cpu",
+            batch_size=1,
+            load_seconds=0.0,
+            inference_seconds=0.0,
+            total_seconds=0.0,
+        )
+        session.add(row)
+        session.flush()
+        return row.id

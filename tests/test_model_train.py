@@ -77,3 +77,29 @@ def test_cpu_training_learns_blobs(tmp_path: Path) -> None:
     subject = val_items[0]
     mask = segment_volume(bundle, subject.volume, subject.affine).mask
     assert dice(mask, subject.mask) > 0.7
+
+
+def test_step_budget_stops_mid_epoch(tmp_path: Path) -> None:
+    items = [blob_subject(i, shape=(32, 28, 6)) for i in range(2)]  # 12 slices: 2 batches of 8 per epoch
+    result = train(
+        TINY_CASCADE, items, items[:1], tmp_path / "a", epochs=3, seed=0, device="cpu", progress=False, max_steps=3
+    )
+    assert result.steps == 3 and result.stopped_by_budget
+    assert result.epochs_run == 2 and [h["steps"] for h in result.history] == [2.0, 3.0]
+    assert result.checkpoint.is_file()  # the interrupted epoch is still validated and checkpointed
+
+
+def test_budget_not_reached_and_time_budget(tmp_path: Path) -> None:
+    items = [blob_subject(i, shape=(32, 28, 6)) for i in range(2)]
+    full = train(TINY_CASCADE, items, items[:1], tmp_path / "a", epochs=2, seed=0, device="cpu", progress=False)
+    assert full.steps == 4 and not full.stopped_by_budget
+    exact = train(
+        TINY_CASCADE, items, items[:1], tmp_path / "b", epochs=2, seed=0, device="cpu", progress=False, max_steps=4
+    )
+    assert exact.sha256 == full.sha256 and not exact.stopped_by_budget  # a budget that is not binding changes nothing
+    timed = train(
+        TINY_CASCADE, items, items[:1], tmp_path / "c", epochs=5, seed=0, device="cpu", progress=False, max_seconds=1e-9
+    )
+    assert timed.steps == 1 and timed.epochs_run == 1 and timed.stopped_by_budget
+    with pytest.raises(ValueError):
+        train(TINY_CASCADE, items, items[:1], tmp_path / "d", epochs=1, device="cpu", progress=False, max_seconds=0)

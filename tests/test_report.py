@@ -30,7 +30,7 @@ from sciatic.evaluation.overlay import STATUS_ORDER, OverlayLayout, zoom_box
 from sciatic.evaluation.report import collect_cases, overlay_png, write_report
 from sciatic.imaging.picture import LABEL_COLOUR, montage_picture
 from sciatic.phantom.manifest import Manifest
-from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model
+from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model, segmentation_from_mask
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -58,21 +58,7 @@ class Filled:
 
 
 def _segmentation_from_mask(series_id: int, model_id: int, mask_path: str) -> int:
-    with session_scope(default_engine()) as session:
-        row = Segmentation(
-            series_id=series_id,
-            model_version_id=model_id,
-            mask_path=mask_path,
-            mask_sha256="0" * 64,
-            device="cpu",
-            batch_size=1,
-            load_seconds=0.0,
-            inference_seconds=0.0,
-            total_seconds=0.0,
-        )
-        session.add(row)
-        session.flush()
-        segmentation_id = row.id
+    segmentation_id = segmentation_from_mask(series_id, model_id, mask_path)
     pipeline.measure(segmentation_id)
     pipeline.quality_control(segmentation_id)
     return segmentation_id
