@@ -10,7 +10,7 @@ DEMO_DIR ?= demo
 SYSTEM_TOOLS := storescu:dcmtk dcmdump:dcmtk dciodvfy:dicom3tools chromium:chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo model bench test lint format clean
+.PHONY: install system-deps demo model bench airflow-up airflow-down test lint format clean
 
 install: $(STAMP) system-deps
 
@@ -42,6 +42,14 @@ bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/quality.py
+
+# A local Airflow (api-server, scheduler, dag-processor, Celery workers for `default` and `gpu`)
+# on this machine's PostgreSQL and Redis, to watch the DAGs in the UI (docs/airflow.md).
+airflow-up: install
+	$(BIN)/python -m sciatic.airflow_stack up
+
+airflow-down:
+	$(BIN)/python -m sciatic.airflow_stack down
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

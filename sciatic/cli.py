@@ -279,6 +279,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir).resolve(), subjects=args.subjects, model=Path(args.model or SHIPPED_MODEL))
 
 
+def _cmd_airflow(args: argparse.Namespace) -> int:
+    from sciatic.airflow_setup import setup_airflow
+    from sciatic.config import get_settings
+
+    print(setup_airflow(gpu_slots=args.gpu_slots or get_settings().gpu_pool_slots))
+    return 0
+
+
 def recovery_hint(exc: SciaticError) -> str | None:
     """The 'Recovery:' paragraph of the exception's docstring, on one line."""
     doc = type(exc).__doc__ or ""
@@ -380,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True, help="output .dcm file")
     q.add_argument("--send", action="store_true", help="also send it to SCIATIC_PACS_HOST (C-STORE)")
     p.set_defaults(handler=_cmd_export)
+
+    p = commands.add_parser("airflow", help="Airflow: create the pools the sciatic DAGs need")
+    airflow = p.add_subparsers(dest="airflow_command", required=True, metavar="ACTION")
+    q = airflow.add_parser("setup", help="create or update the `gpu` pool (safe to repeat)")
+    q.add_argument("--gpu-slots", type=int, help="default SCIATIC_GPU_POOL_SLOTS (1)")
+    p.set_defaults(handler=_cmd_airflow)
 
     p = commands.add_parser("run", help="the nightly job in this process: ingest, segment, measure, QC, labels")
     p.add_argument("--run-id", help="name this run in the audit trail")

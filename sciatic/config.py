@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     pacs_port: int = Field(104, gt=0, lt=65536, description="PACS port (C-STORE).")
     pacs_ae_title: str = Field("PACS", max_length=16, description="PACS AE title.")
     send_seg: bool = Field(False, description="Send each new segmentation to the PACS as DICOM SEG.")
+    gpu_pool_slots: int = Field(
+        1, ge=1, description="Slots of the Airflow pool `gpu`: model tasks that may run at once (one per GPU)."
+    )
     segment_schedule: str = Field("0 1 * * *", description="Cron schedule of the nightly segmentation DAG.")
 
     @classmethod

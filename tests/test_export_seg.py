@@ -14,10 +14,10 @@ from sciatic import pipeline
 from sciatic.cli import main
 from sciatic.config import get_settings
 from sciatic.db.enums import LabelFormat
-from sciatic.db.models import ManualLabel, Segmentation
+from sciatic.db.models import ManualLabel
 from sciatic.db.session import default_engine, session_scope
 from sciatic.dicom.nifti import read_nifti
-from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model
+from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model, segmentation_from_mask
 
 
 def test_seg_round_trip_through_pacs_and_label_import(
@@ -34,20 +34,8 @@ def test_seg_round_trip_through_pacs_and_label_import(
     with session_scope(default_engine()) as session:
         label = session.get(ManualLabel, label_id)
         assert label is not None
-        row = Segmentation(
-            series_id=label.series_id,
-            model_version_id=model_id,
-            mask_path=label.mask_path,
-            mask_sha256=label.mask_sha256,
-            device="cpu",
-            batch_size=1,
-            load_seconds=0.0,
-            inference_seconds=0.0,
-            total_seconds=0.0,
-        )
-        session.add(row)
-        session.flush()
-        segmentation_id, label_mask = row.id, label.mask_path
+        series_id, label_mask = label.series_id, label.mask_path
+    segmentation_id = segmentation_from_mask(series_id, model_id, label_mask)
 
     out = tmp_path / "nerve-seg.dcm"
     assert main(["export", "seg", str(segmentation_id), "-o", str(out), "--send"]) == 0

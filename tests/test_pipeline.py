@@ -24,7 +24,7 @@ from sciatic.db.session import default_engine, session_scope
 from sciatic.dicom.nifti import read_nifti
 from sciatic.errors import ModelIntegrityError, NoProductionModelError
 from sciatic.model import registry
-from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model
+from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model, segmentation_from_mask
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.db)]
 
@@ -93,21 +93,8 @@ def test_ground_truth_mask_measures_like_the_phantom(backend: str, phantom_sourc
     with session_scope(default_engine()) as session:
         label = session.get(ManualLabel, label_id)
         assert label is not None
-        row = Segmentation(
-            series_id=label.series_id,
-            model_version_id=model_id,
-            mask_path=label.mask_path,
-            mask_sha256=label.mask_sha256,
-            device="cpu",
-            batch_size=1,
-            load_seconds=0.0,
-            inference_seconds=0.0,
-            total_seconds=0.0,
-        )
-        session.add(row)
-        session.flush()
-        segmentation_id = row.id
         series_uid = session.get(Series, label.series_id).series_instance_uid  # type: ignore[union-attr]
+        segmentation_id = segmentation_from_mask(label.series_id, model_id, label.mask_path)
     pipeline.measure(segmentation_id)
     pipeline.quality_control(segmentation_id)
     (truth,) = [s for s in manifest.subjects if s.series_instance_uid == series_uid]

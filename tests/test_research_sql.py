@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sciatic import pipeline
 from sciatic.db.models import ManualLabel, Segmentation
 from sciatic.db.session import default_engine, session_scope
-from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model
+from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model, segmentation_from_mask
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "research-sql.md"
 
@@ -33,20 +33,9 @@ def _fill(tmp_path: Path) -> None:
     engine = default_engine()
     earlier = register_tiny_model(seed=1)
     with session_scope(engine) as session:
-        for label in session.scalars(sa.select(ManualLabel)):
-            session.add(
-                Segmentation(
-                    series_id=label.series_id,
-                    model_version_id=earlier,
-                    mask_path=label.mask_path,
-                    mask_sha256=label.mask_sha256,
-                    device="cpu",
-                    batch_size=1,
-                    load_seconds=0.0,
-                    inference_seconds=0.0,
-                    total_seconds=0.0,
-                )
-            )
+        labels = [(label.series_id, label.mask_path) for label in session.scalars(sa.select(ManualLabel))]
+    for series_id, mask_path in labels:
+        segmentation_from_mask(series_id, earlier, mask_path)
     register_tiny_model(seed=2)  # promoted: the current production model
     for series_id in pipeline.pending_series():
         pipeline.segment(series_id)
