@@ -142,3 +142,18 @@ def test_a_pass_does_nothing_while_another_holds_the_lock(database: sa.Engine) -
             fcntl.flock(handle, fcntl.LOCK_UN)
     assert _count(database, DicomInstance) == 0
     assert len(pipeline.ingest().converted) == 1
+
+
+def test_absurdly_large_files_are_refused_unread(
+    database: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCIATIC_MAX_FILE_BYTES", "1000")
+    get_settings.cache_clear()
+    drop = get_settings().drop_dir
+    (drop / "huge.dcm").write_bytes(b"\0" * 5000)
+    (drop / "small.txt").write_bytes(b"tiny")
+    report = pipeline.ingest()
+    assert report.quarantined == 2
+    with database.connect() as connection:
+        reasons = dict(connection.execute(sa.select(Quarantine.drop_path, Quarantine.reason)))
+    assert reasons == {str(drop / "huge.dcm"): "too_large", str(drop / "small.txt"): "not_dicom"}
