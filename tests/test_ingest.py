@@ -155,5 +155,7 @@ def test_absurdly_large_files_are_refused_unread(
     report = pipeline.ingest()
     assert report.quarantined == 2
     with database.connect() as connection:
-        reasons = dict(connection.execute(sa.select(Quarantine.drop_path, Quarantine.reason)))
+        reasons = {
+            row.drop_path: row.reason for row in connection.execute(sa.select(Quarantine.drop_path, Quarantine.reason))
+        }
     assert reasons == {str(drop / "huge.dcm"): "too_large", str(drop / "small.txt"): "not_dicom"}
