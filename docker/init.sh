@@ -9,8 +9,8 @@ airflow db migrate
 echo "init: sciatic database schema"
 sciatic db upgrade
 
-echo "init: Airflow pool gpu (${GPU_POOL_SLOTS:-1} slot(s), one per GPU)"
-airflow pools set gpu "${GPU_POOL_SLOTS:-1}" "sciatic: U-Net inference and training, one slot per GPU"
+echo "init: Airflow pool gpu (${SCIATIC_GPU_POOL_SLOTS:-1} slot(s), one per GPU)"
+sciatic airflow setup
 
 echo "init: research login role"
 python /opt/sciatic/docker/research_role.py
