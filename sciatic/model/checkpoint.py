@@ -47,10 +47,27 @@ def save_checkpoint(
         "metrics": {str(k): float(v) for k, v in (metrics or {}).items()},
         "sciatic_version": __version__,
     }
+    return _write_state(Path(path), state)
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> str:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    return atomic_write(Path(path), lambda handle: handle.write(data))
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def release_checkpoint(src: str | Path, dst: str | Path, expected_sha256: str | None) -> str:
+    """Copy a checkpoint to ``dst`` without its optimiser state (``"optimizer": {}``); return the new sha256.
+
+    A release is for inference only: same schema, same weights, configuration,
+    epoch and metrics, about a third of the size of a checkpoint that can
+    resume AdamW. ``src`` is verified against ``expected_sha256`` first.
+    """
+    state = load_checkpoint(src, expected_sha256, map_location="cpu")
+    release = {key: state[key] for key in KEYS}
+    release["optimizer"] = {}
+    return _write_state(Path(dst), release)
 
 
 def load_checkpoint(

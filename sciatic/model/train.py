@@ -45,6 +45,27 @@ class TrainResult:
     seconds: float
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0  # optimiser steps taken
+    stopped_by_budget: bool = False  # True when ``max_seconds`` or ``max_steps`` ended training
+
+
+@dataclass
+class StepBudget:
+    """A limit on optimiser steps and/or wall time, checked after every step.
+
+    ``deadline`` is a ``time.perf_counter()`` value. The step during which a
+    limit is reached completes; training stops after it.
+    """
+
+    max_steps: int | None = None
+    deadline: float | None = None
+    steps: int = 0
+
+    @property
+    def exhausted(self) -> bool:
+        if self.max_steps is not None and self.steps >= self.max_steps:
+            return True
+        return self.deadline is not None and time.perf_counter() >= self.deadline
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -86,8 +107,13 @@ def train_one_epoch(
     device: torch.device,
     epoch: int,
     progress: bool = True,
+    budget: StepBudget | None = None,
 ) -> float:
-    """One pass over the loader; returns the mean training loss."""
+    """One pass over the loader; returns the mean training loss.
+
+    With a ``budget``, each optimiser step is counted in it and the pass ends
+    early, after the step that exhausts it.
+    """
     model.train()
     total, count = 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress)
@@ -109,6 +135,10 @@ def train_one_epoch(
         total += float(loss.detach()) * size
         count += size
         bar.set_postfix(loss=f"{total / count:.4f}")
+        if budget is not None:
+            budget.steps += 1
+            if budget.exhausted:
+                break
     return total / max(count, 1)
 
 
@@ -149,16 +179,27 @@ def train(
     device: str | torch.device = "auto",
     progress: bool = True,
     num_workers: int = 0,
+    max_seconds: float | None = None,
+    max_steps: int | None = None,
 ) -> TrainResult:
     """Train ``config`` and write the best-validation-Dice checkpoint to ``out_dir/model.pt``.
 
     Items are ``Subject``s, ``(volume, mask, affine)`` arrays or
     ``(volume.nii.gz, mask.nii.gz)`` paths. Training stops after ``epochs``,
     or earlier when validation Dice has not improved for ``config.patience``
-    epochs (when > 0). ``out_dir/history.json`` is rewritten after every epoch.
+    epochs (when > 0), or after the optimiser step during which ``max_seconds``
+    (wall time since this call began) or ``max_steps`` is reached: the
+    interrupted epoch is then validated and checkpointed like any other, and
+    the result says ``stopped_by_budget``. ``out_dir/history.json`` is
+    rewritten after every epoch (each entry also gives the cumulative
+    ``steps``).
     """
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ValueError("max_seconds must be > 0")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError("max_steps must be >= 1")
     if not train_items or not val_items:
         raise ValueError("training needs at least one training and one validation subject")
     start = time.perf_counter()
@@ -194,16 +235,19 @@ def train(
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         scaler = torch.amp.GradScaler("cuda") if config.amp and target.type == "cuda" else None
 
+        budget = StepBudget(max_steps=max_steps, deadline=None if max_seconds is None else start + max_seconds)
         path = out / CHECKPOINT_NAME
         best: dict[str, float] = {}
         best_epoch, sha256, stale = -1, "", 0
+        stopped_by_budget = False
         history: list[dict[str, float]] = []
         epoch_bar = tqdm(range(epochs), desc=f"train {config.name}", disable=not progress)
         for epoch in epoch_bar:
             dataset.set_epoch(epoch)
-            loss = train_one_epoch(model, config, loader, optimizer, scheduler, scaler, target, epoch, progress)
+            steps_before = budget.steps
+            loss = train_one_epoch(model, config, loader, optimizer, scheduler, scaler, target, epoch, progress, budget)
             metrics = {"train_loss": loss, **evaluate(model, config, val_subjects, target)}
-            history.append({"epoch": float(epoch), **metrics})
+            history.append({"epoch": float(epoch), **metrics, "steps": float(budget.steps)})
             if not best or metrics["val_dice"] > best["val_dice"]:
                 best, best_epoch, stale = metrics, epoch, 0
                 sha256 = save_checkpoint(path, model, config, optimizer=optimizer, epoch=epoch, metrics=metrics)
@@ -212,6 +256,9 @@ def train(
             (out / "history.json").write_text(json.dumps(history, indent=1))
             epoch_bar.set_postfix(loss=f"{loss:.4f}", val_dice=f"{metrics['val_dice']:.3f}")
             if config.patience and stale >= config.patience:
+                break
+            if budget.exhausted:
+                stopped_by_budget = epoch < epochs - 1 or budget.steps - steps_before < len(loader)
                 break
     finally:
         torch.use_deterministic_algorithms(deterministic_before, warn_only=warn_only_before)
@@ -226,4 +273,6 @@ def train(
         seconds=time.perf_counter() - start,
         device=str(target),
         history=history,
+        steps=budget.steps,
+        stopped_by_budget=stopped_by_budget,
     )
