@@ -58,8 +58,8 @@ MAX_RELEASE_BYTES = 4 * 1024 * 1024
 REPRODUCIBILITY_NOTE = (
     "Bit-identical rebuilds need the same CPU architecture, the same thread count "
     f"({THREADS}, fixed by the build) and the same library versions (torch, numpy, scipy, "
-    "pydicom, nibabel); on another machine or software stack the rebuilt model differs in "
-    "its last bits, not in quality."
+    "pydicom, nibabel); on another machine or software stack the rebuilt model may differ "
+    "in its last bits."
 )
 
 
