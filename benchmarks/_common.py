@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks._machine import cpu_model
 from sciatic.evaluation.qc import FAILURE_DICE, compare_masks
 from sciatic.model.configs import ModelConfig
 from sciatic.model.data import read_nifti
@@ -122,14 +123,7 @@ def parameters(config: ModelConfig) -> int:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     versions = {name: metadata.version(name) for name in ("sciatic", "torch", "numpy", "scipy", "pydicom", "nibabel")}
     return {
         "cpu": cpu,

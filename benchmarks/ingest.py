@@ -59,6 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks._machine import cpu_model  # noqa: E402
 from sciatic.config import Settings  # noqa: E402
 from sciatic.db import migrate  # noqa: E402
 from sciatic.db.session import make_engine  # noqa: E402
@@ -237,14 +238,7 @@ def output_of(argv: list[str], out: Path) -> Output:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     versions = {name: metadata.version(name) for name in ("sciatic", "pydicom", "numpy", "nibabel", "SQLAlchemy")}
     versions["sqlite"] = sqlite3.sqlite_version
     dcm2niix = subprocess.run([str(BIN / "dcm2niix"), "-v"], capture_output=True, text=True)
