@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(STAMP) system-deps
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
@@ -35,7 +35,7 @@ demo: install
 
 # Rebuild the shipped phantom model and check it is bit-identical (same CPU architecture and libraries).
 model: install
-	$(BIN)/python -m sciatic.model.demo_model --out models/phantom-cascade.pt --check models/phantom-cascade.sha256
+	$(BIN)/python -m sciatic.model.demo_model --out sciatic/model/phantom-cascade.pt --check sciatic/model/phantom-cascade.sha256
 
 # Speed and quality benchmarks: each prints ratios against a baseline run in the same command.
 bench: install
@@ -46,10 +46,10 @@ bench: install
 # A local Airflow (api-server, scheduler, dag-processor, Celery workers for `default` and `gpu`)
 # on this machine's PostgreSQL and Redis, to watch the DAGs in the UI (docs/airflow.md).
 airflow-up: install
-	$(BIN)/python -m sciatic.airflow_stack up
+	$(BIN)/python -m tools.airflow_stack up
 
 airflow-down:
-	$(BIN)/python -m sciatic.airflow_stack down
+	$(BIN)/python -m tools.airflow_stack down
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from benchmarks._machine import cpu_model
-from sciatic.evaluation.qc import FAILURE_DICE, compare_masks
+from sciatic.evaluation.qc import compare_masks
+from sciatic.evaluation.thresholds import FAILURE_DICE
+from sciatic.imaging.volume import read_volume
 from sciatic.model.configs import ModelConfig
-from sciatic.model.data import read_nifti
 from sciatic.model.demo_model import PhantomCase, phantom_cases
 from sciatic.model.infer import ModelBundle, segment_volume
 from sciatic.model.unet import build_model, count_parameters
@@ -68,9 +69,8 @@ class LoadedCase:
 
 
 def load_case(case: PhantomCase) -> LoadedCase:
-    volume, affine = read_nifti(case.volume)
-    label, label_affine = read_nifti(case.label)
-    return LoadedCase(case, np.asarray(volume), affine, np.asarray(label), label_affine)
+    volume, label = read_volume(case.volume), read_volume(case.label)
+    return LoadedCase(case, np.asarray(volume.data), volume.affine, np.asarray(label.data), label.affine)
 
 
 def run_case(bundle: ModelBundle, loaded: LoadedCase, keep_largest_component: bool) -> CaseResult:

@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/inference.py [--subjects 5] [--repeats 2]
-                                             [--model models/phantom-cascade.pt] [--seed-checkpoint PATH]
+                                             [--model sciatic/model/phantom-cascade.pt] [--seed-checkpoint PATH]
                                              [--json OUT.json]
 
 Subjects are held-out phantoms, generated and converted exactly as in

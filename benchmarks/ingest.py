@@ -10,14 +10,14 @@ Measurements (warm page cache: every file is read once before timing; each
 measurement is repeated ``--repeats`` times, the sides interleaved, and the
 median is reported):
 
-1. Indexing rate: ``sciatic.ingest.index_drop_folder`` on a fresh, migrated
+1. Indexing rate: ``sciatic.steps.ingest.index_drop_folder`` on a fresh, migrated
    SQLite database (and a fresh PostgreSQL database on the server of
    ``--database-url``: a throwaway ``sciatic_bench_*`` database is created
    and dropped, nothing else on the server is touched), against header-only
    ``pydicom.dcmread(path, stop_before_pixels=True)`` over the same files.
    Target: at least 0.7 of the raw rate.
 2. Conversion of one series (read headers, sort, decode, write ``.nii.gz``)
-   in a warm process (``convert_series`` + ``write_nifti``) against the
+   in a warm process (``convert_series`` + ``write_volume``) against the
    ``dcm2niix -z y -b n`` command on the same series. Target: at most 2x.
 3. The same as whole processes, interpreter start-up included:
    ``sciatic convert DIR -o OUT`` against ``dcm2niix -z y -o OUT DIR``
@@ -64,9 +64,9 @@ from sciatic.config import Settings  # noqa: E402
 from sciatic.db import migrate  # noqa: E402
 from sciatic.db.session import make_engine  # noqa: E402
 from sciatic.dicom.convert import convert_series  # noqa: E402
-from sciatic.dicom.nifti import GZIP_LEVEL, write_nifti  # noqa: E402
 from sciatic.dicom.scan import read_header  # noqa: E402
-from sciatic.ingest import IngestReport, index_drop_folder  # noqa: E402
+from sciatic.imaging.volume import GZIP_LEVEL, write_volume  # noqa: E402
+from sciatic.steps.ingest import IngestReport, index_drop_folder  # noqa: E402
 
 nib: Any = nibabel  # nibabel's partial annotations do not pass --strict
 BIN = Path(sys.executable).parent
@@ -195,7 +195,7 @@ def sciatic_convert_warm(series: list[Path], out: Path) -> float:
     target = out / "series.nii.gz"
     start = time.perf_counter()
     headers = [read_header(p) for p in series]
-    write_nifti(convert_series(headers), target)
+    write_volume(convert_series(headers), target)
     elapsed = time.perf_counter() - start
     target.unlink()
     return elapsed

@@ -19,7 +19,7 @@ beside the published 0.69 / 20%.
 
 * ``cascade`` (production default) is trained for ``--epochs`` epochs on the
   CPU, exactly like the shipped model; ``--cascade-checkpoint`` evaluates a
-  given checkpoint instead (for instance ``models/phantom-cascade.pt``, which
+  given checkpoint instead (for instance ``sciatic/model/phantom-cascade.pt``, which
   ``build_demo_model`` trains from the default training seed and subjects).
   Target: mean Dice >= 0.90 on working cases and failure rate <= 2%.
 * ``seed`` (31 M parameters, SGD 1e-4/0.99, 256x1280 montages, batch 1) took

@@ -1,15 +1,18 @@
 """What the sciatic DAGs share: the Assets (declared once), defaults, and the run id helper.
 
-Parse-time cost only: no sciatic settings, no database, no connections.
+Parse-time cost only: the sciatic settings (environment and config file), no database,
+no connections.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 
 from airflow.sdk import Asset, get_current_context, timezone
+
+from sciatic import airflow_setup
+from sciatic.config import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +33,15 @@ DEFAULT_ARGS = {
     "max_retry_delay": dt.timedelta(minutes=30),
 }
 
-# Celery queue and pool of the tasks that run the U-Net.
-GPU_QUEUE = "gpu"
-GPU_POOL = "gpu"
+# Celery queue and pool of the tasks that run the U-Net: declared once, beside `sciatic airflow setup`.
+GPU_QUEUE = airflow_setup.GPU_QUEUE
+GPU_POOL = airflow_setup.GPU_POOL
 # Dynamic task mapping is capped by [core] max_map_length (1024 by default); a run
 # maps at most this many series and the next run takes the rest.
 MAX_MAPPED = 1000
 
-SEGMENT_SCHEDULE = os.environ.get("SCIATIC_SEGMENT_SCHEDULE", "0 1 * * *")
+# SCIATIC_SEGMENT_SCHEDULE (environment or config file), read when the file is parsed.
+SEGMENT_SCHEDULE = get_settings().segment_schedule
 RETRAIN_SCHEDULE = "0 3 * * 0"  # Sunday 03:00, after the nightly segmentation
 
 

@@ -17,6 +17,10 @@ from pathlib import Path
 
 from sciatic.errors import ConfigurationError
 
+__all__ = ["GPU_POOL", "GPU_QUEUE", "airflow_executable", "setup_airflow"]
+
+# Celery queue and Airflow pool of the tasks that run the U-Net (the DAGs import these).
+GPU_QUEUE = "gpu"
 GPU_POOL = "gpu"
 GPU_POOL_DESCRIPTION = "sciatic: U-Net inference and training; one slot per GPU"
 

@@ -94,17 +94,22 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     elif args.qc_command == "overlay":
         from sciatic.db.session import default_engine
-        from sciatic.evaluation.report import overlay_png
+        from sciatic.steps.report import overlay_png
 
         print(overlay_png(default_engine(), args.segmentation_id, args.output, zoom=not args.no_zoom))
+    elif args.qc_command == "raters":
+        from sciatic.db.session import default_engine
+        from sciatic.steps.qc import inter_rater_agreement
+
+        print(json.dumps(inter_rater_agreement(default_engine(), args.series_uid), indent=2))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from sciatic.db.session import default_engine
-    from sciatic.evaluation.report import write_report
+    from sciatic.steps.report import write_html_report
 
-    path = write_report(default_engine(), args.output, since=args.since, until=args.until, model_id=args.model)
+    path = write_html_report(default_engine(), args.output, since=args.since, until=args.until, model_id=args.model)
     print(f"report written to {path} (open it in a browser)")
     return 0
 
@@ -156,23 +161,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _series_ids(uids: list[str]) -> list[int]:
-    from sqlalchemy import select
-
-    from sciatic.db.enums import SeriesStatus
-    from sciatic.db.models import Series
+    from sciatic.db.queries import current_series
     from sciatic.db.session import session_scope
 
     ids = []
     with session_scope() as session:
         for uid in uids:
-            current = session.scalars(
-                select(Series.id)
-                .where(Series.series_instance_uid == uid, Series.status == SeriesStatus.CONVERTED)
-                .order_by(Series.version.desc())
-            ).first()
+            current = current_series(session, uid)
             if current is None:
                 raise SciaticError(f"no converted series with SeriesInstanceUID {uid}")
-            ids.append(current)
+            ids.append(current.id)
     return ids
 
 
@@ -261,9 +259,9 @@ def _cmd_scp(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from sciatic.export import export_segmentation
+    from sciatic import pipeline
 
-    result = export_segmentation(args.segmentation_id, args.output, send=args.send)
+    result = pipeline.export_seg(args.segmentation_id, args.output, send=args.send)
     print(
         f"DICOM SEG written to {result.path} ({result.frames} frames, referencing series "
         f"{result.referenced_series_instance_uid})"
@@ -274,7 +272,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sciatic.demo import SHIPPED_MODEL, run_demo
+    from sciatic.demo import run_demo
+    from sciatic.model.shipped import SHIPPED_MODEL
 
     return run_demo(Path(args.dir).resolve(), subjects=args.subjects, model=Path(args.model or SHIPPED_MODEL))
 
@@ -402,10 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("demo", help="the whole job on synthetic studies in a fresh folder (embedded database)")
     p.add_argument("--dir", default="demo", help="demo folder, replaced if it holds an earlier demo (default ./demo)")
     p.add_argument("--subjects", type=int, default=6)
-    p.add_argument("--model", help="checkpoint to use (default: the shipped models/phantom-cascade.pt)")
+    p.add_argument("--model", help="checkpoint to use (default: the shipped phantom model)")
     p.set_defaults(handler=_cmd_demo)
 
-    p = commands.add_parser("qc", help="quality control: compare two masks, picture a segmentation")
+    p = commands.add_parser("qc", help="quality control: compare two masks, rater agreement, picture a segmentation")
     qc = p.add_subparsers(dest="qc_command", required=True, metavar="ACTION")
     q = qc.add_parser("compare", help="Dice, HD95, surface distance, volume similarity of two masks, as JSON")
     q.add_argument("prediction", help="mask NIfTI (e.g. a model's)")
@@ -414,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("segmentation_id", type=int)
     q.add_argument("-o", "--output", required=True, help="PNG file")
     q.add_argument("--no-zoom", action="store_true", help="montage only, without the zoomed nerve panels")
+    q = qc.add_parser("raters", help="agreement (pairwise Dice) of the raters who labelled a series, as JSON")
+    q.add_argument("series_uid", help="SeriesInstanceUID (its newest converted version)")
     p.set_defaults(handler=_cmd_qc)
 
     p = commands.add_parser("report", help="self-contained HTML report of segmentations (a run or a date range)")

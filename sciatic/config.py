@@ -12,7 +12,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -24,9 +24,7 @@ from pydantic_settings import (
 )
 
 from sciatic.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from sciatic.evaluation.qc import QcThresholds
+from sciatic.evaluation.thresholds import QcThresholds
 
 ENV_PREFIX = "SCIATIC_"
 CONFIG_FILE_ENV = "SCIATIC_CONFIG_FILE"
@@ -42,6 +40,9 @@ _SUBDIRS: dict[str, str] = {
     "volumes_dir": "volumes",
     "results_dir": "results",
 }
+
+
+_QC = QcThresholds()  # the QC defaults live with the thresholds
 
 
 class Settings(BaseSettings):
@@ -81,30 +82,41 @@ class Settings(BaseSettings):
         5.0, ge=0, description="A file modified more recently than this is treated as still being written."
     )
     max_file_bytes: int = Field(2 * 1024**3, gt=0, description="Files larger than this are quarantined (`too_large`).")
+    fast_header_reader: bool = Field(
+        True,
+        description="Read plain uncompressed DICOM headers with the project's own fast reader (checked against "
+        "pydicom); false uses pydicom only.",
+    )
     pseudonym_key: SecretStr | None = Field(
         None,
         description="Secret for the keyed HMAC that turns PatientID into a pseudonym. When unset, a "
         "random key is created once in `<data_dir>/.pseudonym_key`; set it explicitly in production "
         "so that every machine derives the same pseudonyms.",
     )
-    inference_batch_size: int = Field(8, gt=0, description="Montages per forward pass (halved on GPU OOM).")
     keep_largest_component: bool = Field(
         True, description="Keep only the largest 3D connected component of a predicted mask."
     )
     failure_dice: float = Field(
-        0.05, ge=0, le=1, description="Dice below this counts as a failed segmentation (the seed's definition)."
+        _QC.failure_dice,
+        ge=0,
+        le=1,
+        description="Dice below this counts as a failed segmentation (the seed's definition).",
     )
-    qc_csa_min_mm2: float = Field(10.0, ge=0, description="QC: a nerve slice with a smaller CSA is flagged.")
-    qc_csa_max_mm2: float = Field(400.0, gt=0, description="QC: a nerve slice with a larger CSA is flagged.")
+    qc_csa_min_mm2: float = Field(_QC.csa_min_mm2, ge=0, description="QC: a nerve slice with a smaller CSA is flagged.")
+    qc_csa_max_mm2: float = Field(_QC.csa_max_mm2, gt=0, description="QC: a nerve slice with a larger CSA is flagged.")
     qc_max_components_per_slice: int = Field(
-        1, ge=1, description="QC: more separate ROI pieces in one slice are flagged."
+        _QC.max_components_per_slice, ge=1, description="QC: more separate ROI pieces in one slice are flagged."
     )
     qc_max_centroid_jump_mm: float = Field(
-        10.0, gt=0, description="QC: a larger in-plane move of the ROI centroid between adjacent slices is flagged."
+        _QC.max_centroid_jump_mm,
+        gt=0,
+        description="QC: a larger in-plane move of the ROI centroid between adjacent slices is flagged.",
     )
-    qc_max_gap_slices: int = Field(0, ge=0, description="QC: more empty slices inside the nerve's range are flagged.")
-    qc_min_volume_mm3: float = Field(200.0, ge=0, description="QC: a smaller nerve volume is flagged.")
-    qc_max_volume_mm3: float = Field(80_000.0, gt=0, description="QC: a larger nerve volume is flagged.")
+    qc_max_gap_slices: int = Field(
+        _QC.max_gap_slices, ge=0, description="QC: more empty slices inside the nerve's range are flagged."
+    )
+    qc_min_volume_mm3: float = Field(_QC.min_volume_mm3, ge=0, description="QC: a smaller nerve volume is flagged.")
+    qc_max_volume_mm3: float = Field(_QC.max_volume_mm3, gt=0, description="QC: a larger nerve volume is flagged.")
     train_config: str = Field("cascade", description="Model configuration trained by `sciatic train` and retraining.")
     train_epochs: int = Field(40, ge=1, description="Epochs of a training run (early stopping may end it sooner).")
     train_seed: int = Field(0, description="Seed of the split and of training (deterministic on CPU).")
@@ -126,7 +138,6 @@ class Settings(BaseSettings):
     pacs_host: str = Field("", description="PACS host that DICOM SEG results are sent to; empty sends nothing.")
     pacs_port: int = Field(104, gt=0, lt=65536, description="PACS port (C-STORE).")
     pacs_ae_title: str = Field("PACS", max_length=16, description="PACS AE title.")
-    send_seg: bool = Field(False, description="Send each new segmentation to the PACS as DICOM SEG.")
     gpu_pool_slots: int = Field(
         1, ge=1, description="Slots of the Airflow pool `gpu`: model tasks that may run at once (one per GPU)."
     )
@@ -192,8 +203,6 @@ class Settings(BaseSettings):
 
     def qc_thresholds(self) -> QcThresholds:
         """The label-free QC thresholds (see docs/qc.md)."""
-        from sciatic.evaluation.qc import QcThresholds
-
         return QcThresholds(
             csa_min_mm2=self.qc_csa_min_mm2,
             csa_max_mm2=self.qc_csa_max_mm2,

@@ -13,9 +13,11 @@ import shutil
 from pathlib import Path
 
 from sciatic import __version__
+from sciatic.model.shipped import SHIPPED_MODEL, SHIPPED_MODEL_NAME
+
+__all__ = ["prepare", "run_demo"]
 
 MARKER = ".sciatic-demo"
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "phantom-cascade.pt"
 DEMO_SEED = 2026
 
 
@@ -47,17 +49,18 @@ def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) ->
     from sciatic.config import get_settings
     from sciatic.db import migrate
     from sciatic.db.session import default_engine, session_scope
-    from sciatic.evaluation.report import overlay_png, write_report
+    from sciatic.layout import DataLayout
     from sciatic.model import registry
     from sciatic.model.checkpoint import checkpoint_config, load_checkpoint
     from sciatic.model.configs import config_to_dict
     from sciatic.nightly import run_nightly
     from sciatic.phantom import PhantomOptions, generate
+    from sciatic.steps.report import overlay_png, write_html_report
     from sciatic.storage import sha256_file
 
     settings = get_settings()
     if not model.is_file():
-        raise SystemExit(f"model {model} not found: `make model` rebuilds the shipped phantom model")
+        raise SystemExit(f"model {model} not found (`make model` rebuilds the shipped phantom model)")
     print(f"1. {subjects} synthetic thigh studies (seed {DEMO_SEED}) with ground-truth labels")
     incoming = directory / "incoming"
     manifest = generate(
@@ -68,7 +71,8 @@ def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) ->
     print(f"2. database {settings.effective_database_url}")
     migrate.upgrade(settings.effective_database_url)
     engine = default_engine()
-    installed = settings.dir("model") / model.name
+    layout = DataLayout.of(settings)
+    installed = layout.installed_model(model.name)
     shutil.copy2(model, installed)
     state = load_checkpoint(installed, None)
     with session_scope(engine) as session:
@@ -79,17 +83,17 @@ def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) ->
             "cascade",
             config_to_dict(checkpoint_config(state)),
             metrics=dict(state["metrics"]),
-            name="phantom-cascade",
+            name=SHIPPED_MODEL_NAME,
         )
         registry.promote(session, version.id, reason="demo")
     print("3. the nightly job: ingest, segment, measure, QC, labels")
     summary = run_nightly(run_id="demo")
     print(f"   ingest: {summary.ingest}")
     print(summary.table())
-    results = settings.dir("results")
+    results = layout.results
     for case in summary.cases:
-        overlay_png(engine, case.segmentation_id, results / "overlays" / f"segmentation-{case.segmentation_id}.png")
-    report = write_report(engine, results / "report.html")
+        overlay_png(engine, case.info.segmentation_id, layout.overlay(case.info.segmentation_id))
+    report = write_html_report(engine, layout.report())
     print(
         "\nWhere things are:\n"
         f"  report (open in a browser)  {report}\n"

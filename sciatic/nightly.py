@@ -11,28 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from tqdm import tqdm
 
 from sciatic import pipeline
-from sciatic.db.models import NerveMetric, QcResult, Segmentation, Series, Study, Subject
+from sciatic.db import queries
 from sciatic.db.session import default_engine, session_scope
 from sciatic.errors import NoProductionModelError
+from sciatic.evaluation.cases import Case
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CaseRow:
-    segmentation_id: int
-    pseudonym: str
-    cohort: str
-    series: str
-    slices: int
-    qc_status: str
-    volume_mm3: float | None
-    csa_median_mm2: float | None
-    dice: float | None
 
 
 @dataclass
@@ -42,21 +29,21 @@ class NightlySummary:
     failed_series: list[tuple[int, str]] = field(default_factory=list)
     labels_imported: int = 0
     no_model: bool = False
-    cases: list[CaseRow] = field(default_factory=list)
+    cases: list[Case] = field(default_factory=list)
 
     def table(self) -> str:
         header = ("seg", "subject", "cohort", "series", "slices", "QC", "volume mm³", "median CSA mm²", "Dice")
         rows = [
             (
-                str(c.segmentation_id),
-                c.pseudonym,
-                c.cohort,
-                c.series[:28],
-                str(c.slices),
-                c.qc_status,
+                str(c.info.segmentation_id),
+                c.info.pseudonym,
+                c.info.cohort.value,
+                (c.info.series_description or c.info.series_uid)[:28],
+                str(c.info.n_slices or 0),
+                c.info.qc_status.value if c.info.qc_status else "-",
                 "-" if c.volume_mm3 is None else f"{c.volume_mm3:.0f}",
                 "-" if c.csa_median_mm2 is None else f"{c.csa_median_mm2:.1f}",
-                "-" if c.dice is None else f"{c.dice:.3f}",
+                "-" if not c.info.dice else f"{sum(c.info.dice) / len(c.info.dice):.3f}",
             )
             for c in self.cases
         ]
@@ -88,37 +75,6 @@ def run_nightly(run_id: str | None = None, progress: bool = True) -> NightlySumm
         pipeline.quality_control(segmentation_id, run_id)
         if segmentation_id not in summary.segmented:
             summary.segmented.append(segmentation_id)
-    summary.cases = case_rows(summary.segmented)
-    return summary
-
-
-def case_rows(segmentation_ids: list[int]) -> list[CaseRow]:
-    rows = []
     with session_scope(default_engine()) as session:
-        for segmentation_id in sorted(segmentation_ids):
-            segmentation = session.get(Segmentation, segmentation_id)
-            assert segmentation is not None
-            series = session.get(Series, segmentation.series_id)
-            assert series is not None
-            study = session.get(Study, series.study_id)
-            assert study is not None
-            subject = session.get(Subject, study.subject_id)
-            assert subject is not None
-            metric = session.scalars(select(NerveMetric).where(NerveMetric.segmentation_id == segmentation_id)).first()
-            qcs = list(session.scalars(select(QcResult).where(QcResult.segmentation_id == segmentation_id)))
-            label_free = next((q for q in qcs if q.manual_label_id is None), None)
-            dices = [q.dice for q in qcs if q.dice is not None]
-            rows.append(
-                CaseRow(
-                    segmentation_id=segmentation_id,
-                    pseudonym=subject.pseudonym,
-                    cohort=subject.cohort.value,
-                    series=series.description or series.series_instance_uid,
-                    slices=series.n_slices or 0,
-                    qc_status=label_free.status.value if label_free else "-",
-                    volume_mm3=metric.volume_mm3 if metric else None,
-                    csa_median_mm2=metric.csa_median_mm2 if metric else None,
-                    dice=sum(dices) / len(dices) if dices else None,
-                )
-            )
-    return rows
+        summary.cases = sorted(queries.cases(session, summary.segmented), key=lambda c: c.info.segmentation_id)
+    return summary

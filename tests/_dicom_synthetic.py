@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,6 +22,10 @@ CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 AXIAL_PRONE = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
 AXIAL_DECUBITUS_LEFT = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0)
+
+
+if TYPE_CHECKING:
+    from sciatic.dicom.scan import DicomHeader
 
 
 def oblique(angles: tuple[float, float, float]) -> tuple[float, ...]:
@@ -190,3 +194,10 @@ def enhanced_dataset(
     stack = np.stack(frames)
     ds.set_pixel_data(stack, "MONOCHROME2", stack.dtype.itemsize * 8, generate_instance_uid=False)
     return ds
+
+
+def read_pixels(header: DicomHeader) -> NDArray[Any]:
+    """Stored (not rescaled) pixel values of every frame of one file, ``(frames, rows, columns)``."""
+    from sciatic.dicom.convert import _decode_file
+
+    return _decode_file(header.path, header.rows, header.columns)

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 
 from sciatic.model.configs import CASCADE, SEED, AugmentConfig, ModelConfig, UNetConfig
-from sciatic.model.data import Subject
+from sciatic.model.data import TrainingCase
 
 
-def blob_subject(seed: int, shape: tuple[int, int, int] = (40, 36, 8), radius: float = 3.5) -> Subject:
+def blob_subject(seed: int, shape: tuple[int, int, int] = (40, 36, 8), radius: float = 3.5) -> TrainingCase:
     """A noisy ``(X, Y, Z)`` volume with a disc per slice whose centre drifts along Z; its 0/1 mask."""
     rng = np.random.default_rng(seed)
     x, y, z = shape
@@ -27,7 +27,7 @@ def blob_subject(seed: int, shape: tuple[int, int, int] = (40, 36, 8), radius: f
         volume[:, :, k] = 20 + 40 * body + 50 * disc
     volume += rng.normal(0, 8, size=shape).astype(np.float32)
     affine = np.diag([-0.8, -0.8, 4.0, 1.0])
-    return Subject(volume * rng.uniform(0.5, 2.0), mask, affine, f"blob{seed}")
+    return TrainingCase(volume * rng.uniform(0.5, 2.0), mask, affine, f"blob{seed}")
 
 
 TINY_CASCADE: ModelConfig = dataclasses.replace(

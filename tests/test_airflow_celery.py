@@ -1,6 +1,6 @@
 """A real distributed Airflow: api-server, scheduler, dag-processor and two Celery workers.
 
-The stack is ``sciatic.airflow_stack`` (what ``python -m sciatic.airflow_stack up``
+The stack is ``tools.airflow_stack`` (what ``python -m tools.airflow_stack up``
 starts), with Redis on 127.0.0.1:6379 as broker and fresh PostgreSQL databases
 for Airflow's metadata / Celery results and for sciatic. Phantom studies go into
 the drop folder; ingest and segment are triggered through the REST API; the
@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from sciatic.airflow_stack import AirflowStack, StackConfig, free_port
 from tests._airflow_helpers import readable_task_log, register_untrained_production_model
 from tests.postgres import create_database, drop_database
+from tools.airflow_stack import AirflowStack, StackConfig, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.db, pytest.mark.timeout(330)]
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from sciatic.config import Settings, get_settings, mask_url
+from sciatic.db.pseudonym import pseudonymise
 from sciatic.errors import ConfigurationError
-from sciatic.pseudonym import pseudonymise
 
 
 def test_directories_default_beneath_data_dir(isolated_settings: Path) -> None:
@@ -79,6 +79,6 @@ def test_configuration_doc_table_is_current(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_qc_threshold_defaults_agree_with_the_qc_module() -> None:
-    from sciatic.evaluation.qc import QcThresholds
+    from sciatic.evaluation.thresholds import QcThresholds
 
     assert get_settings().qc_thresholds() == QcThresholds()

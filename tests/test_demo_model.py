@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from sciatic.imaging.volume import read_volume
 from sciatic.model import demo_model
 from sciatic.model.checkpoint import KEYS, load_checkpoint
 from sciatic.model.configs import config_to_dict, get_config
-from sciatic.model.data import read_nifti
 from sciatic.model.demo_model import build_demo_model, phantom_cases, read_digest, split_cases
 from sciatic.model.infer import load_model, segment_volume
 from sciatic.model.train import CHECKPOINT_NAME
@@ -51,8 +51,8 @@ def test_two_builds_give_the_same_bytes_and_a_release_schema(tmp_path: Path) -> 
 
     bundle = load_model(a_path, a_sha, device="cpu")
     case = phantom_cases(tmp_path / "check", 1, seed=99, options=TINY)[0]
-    array, affine = read_nifti(case.volume)
-    assert segment_volume(bundle, array, affine).mask.shape == array.shape
+    volume = read_volume(case.volume)
+    assert segment_volume(bundle, volume.data, volume.affine).mask.shape == volume.shape
 
 
 def test_another_seed_gives_another_model(tmp_path: Path) -> None:

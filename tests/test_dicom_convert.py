@@ -14,10 +14,10 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import RLELossless, generate_uid
 
 from sciatic.dicom.convert import convert_directory, convert_series, load_volume
-from sciatic.dicom.nifti import Volume, read_nifti, write_nifti
 from sciatic.dicom.scan import read_header
 from sciatic.dicom.series import plan_series
 from sciatic.errors import FileRefusedError, ReasonCode
+from sciatic.imaging.volume import Volume, read_volume, write_volume
 from sciatic.storage import atomic_write, sha256_file
 from tests._dicom_synthetic import AXIAL, mr_dataset, save, slice_pixels, stack_positions, write_stack
 
@@ -113,21 +113,21 @@ def test_nifti_round_trip_is_exact(tmp_path: Path, dtype: type) -> None:
     data: NDArray[Any] = (rng.random((7, 5, 3)) * 200).astype(dtype)
     affine = np.array([[-0.6, 0.1, 0, 10], [0, 0.8, 0.2, -5], [0.1, 0, 3.0, 7], [0, 0, 0, 1]]).astype(np.float32)
     volume = Volume(data, affine.astype(np.float64))
-    digest = write_nifti(volume, tmp_path / "v.nii.gz")
+    digest = write_volume(volume, tmp_path / "v.nii.gz")
     assert digest == sha256_file(tmp_path / "v.nii.gz")
-    back = read_nifti(tmp_path / "v.nii.gz")
+    back = read_volume(tmp_path / "v.nii.gz")
     assert back.data.dtype == data.dtype
     np.testing.assert_array_equal(back.data, data)
     np.testing.assert_array_equal(back.affine, volume.affine)
     assert nib.load(tmp_path / "v.nii.gz").header.get_sform(coded=True)[1] == 1  # type: ignore[attr-defined]
-    assert write_nifti(volume, tmp_path / "again.nii.gz") == digest  # reproducible bytes
+    assert write_volume(volume, tmp_path / "again.nii.gz") == digest  # reproducible bytes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.nii.gz", "v.nii.gz"]  # no temporary left
 
 
 def test_converted_volume_round_trips_through_nifti(tmp_path: Path) -> None:
     volume = _convert(write_stack(tmp_path / "dcm", count=4, pixel_spacing=(0.7, 0.9)))
-    write_nifti(volume, tmp_path / "v.nii.gz")
-    back = read_nifti(tmp_path / "v.nii.gz")
+    write_volume(volume, tmp_path / "v.nii.gz")
+    back = read_volume(tmp_path / "v.nii.gz")
     np.testing.assert_array_equal(back.data, volume.data)
     np.testing.assert_array_equal(back.affine, volume.affine)
 
@@ -183,7 +183,7 @@ def test_convert_directory_reports_every_series_and_file(tmp_path: Path) -> None
     assert entry["duplicate_files"] == ["study/good/copy.dcm"]
     assert len(entry["files"]) == 4
     np.testing.assert_allclose(entry["voxel_size"], [0.6, 0.8, 3.0], atol=1e-5)
-    volume = read_nifti(out / "1.2.3.10.nii.gz")
+    volume = read_volume(out / "1.2.3.10.nii.gz")
     np.testing.assert_array_equal(np.array(entry["affine"]), volume.affine)
     refused = next(s for s in doc["series"] if s["series_instance_uid"] == "1.2.3.20")
     assert refused["status"] == "refused" and refused["reason"] == "multi_volume" and refused["output"] is None

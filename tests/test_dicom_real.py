@@ -17,10 +17,11 @@ import pydicom
 import pytest
 from numpy.typing import NDArray
 
-from sciatic.dicom.convert import ConversionReport, SeriesOutcome, convert_directory, convert_series, read_pixels
-from sciatic.dicom.nifti import read_nifti
+from sciatic.dicom.convert import ConversionReport, SeriesOutcome, convert_directory, convert_series
 from sciatic.dicom.scan import read_header
 from sciatic.errors import InputRefusedError, ReasonCode
+from sciatic.imaging.volume import read_volume
+from tests._dicom_synthetic import read_pixels
 
 nib: Any = nibabel  # partially annotated
 
@@ -74,7 +75,7 @@ def test_series_equals_dcm2niix_reference(report: ConversionReport, folder: str)
     outcome = _outcome_for(report, folder)
     assert outcome.status == "converted", f"{folder} refused: {outcome.reason} {outcome.detail}"
     assert outcome.output is not None
-    volume = read_nifti(outcome.output)
+    volume = read_volume(outcome.output)
     mine, mine_affine = _canonical(volume.data, volume.affine)
     ref, ref_affine = _canonical(*_reference(folder))
     assert mine.shape == ref.shape

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, RLELossless, generate_uid
 
-from sciatic.dicom.convert import read_pixels
 from sciatic.dicom.scan import ImageLayout, read_header
 from sciatic.errors import FileRefusedError, InputRefusedError, ReasonCode
-from tests._dicom_synthetic import AXIAL, enhanced_dataset, mr_dataset, save, slice_pixels, stack_positions
+from tests._dicom_synthetic import AXIAL, enhanced_dataset, mr_dataset, read_pixels, save, slice_pixels, stack_positions
 
 
 def _image(tmp_path: Path, name: str = "im.dcm", **kwargs: object) -> Path:

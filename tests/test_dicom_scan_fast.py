@@ -11,8 +11,11 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
-from sciatic.dicom.scan import DicomHeader, _fast_header, _read_header, read_header
-from sciatic.errors import InputRefusedError
+from sciatic.config import Settings
+from sciatic.dicom import scan_fast
+from sciatic.dicom.scan import DicomHeader, _read_header, read_header
+from sciatic.dicom.scan_fast import fast_header
+from sciatic.errors import InputRefusedError, ReasonCode
 from tests._dicom_synthetic import enhanced_dataset, mr_dataset, save, slice_pixels
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom-real"
@@ -27,7 +30,7 @@ def _pydicom_result(path: Path, data: bytes) -> DicomHeader | InputRefusedError:
 
 def _check(path: Path, data: bytes) -> bool:
     """Assert the fast reader agrees with pydicom; return whether it took the file (did not give up)."""
-    fast = _fast_header(path, data, len(data))
+    fast = fast_header(path, data, len(data))
     if fast is None:
         return False
     reference = _pydicom_result(path, data)
@@ -112,3 +115,54 @@ def test_real_files_agree() -> None:
     assert files, f"no real DICOM files under {REAL_DATA}"
     fast = sum(_check(path, path.read_bytes()) for path in files)
     assert fast > 0
+
+
+def _outcome(path: Path, data: bytes | None, fast: bool) -> DicomHeader | ReasonCode:
+    try:
+        return read_header(path, data, fast=fast)
+    except InputRefusedError as exc:
+        return exc.reason
+
+
+def test_fast_false_reads_with_pydicom_only_and_gives_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = [min(d.glob("*.dcm")) for d in sorted(REAL_DATA.iterdir()) if d.is_dir() and any(d.glob("*.dcm"))]
+    frames = [slice_pixels(4, 4, k) for k in range(2)]
+    paths = [
+        _image(tmp_path, PatientComments="cohort=control", StudyDate="20240101"),
+        _image(tmp_path, "odd.dcm", PatientID="Müller"),
+        _image(tmp_path, "ct.dcm", Modality="CT"),
+        save(enhanced_dataset(frames, [(0.0, 0.0, 3.0 * k) for k in range(2)]), tmp_path / "mf.dcm"),
+        *real,
+    ]
+    fast = [(_outcome(path, None, True), _outcome(path, path.read_bytes(), True)) for path in paths]
+    assert sum(fast_header(path, path.read_bytes(), path.stat().st_size) is not None for path in paths) >= 2
+    assert sum(isinstance(outcome, DicomHeader) for outcome, _ in fast) >= 6
+
+    def no_fast_reader(*args: object) -> None:
+        raise AssertionError("fast=False must not use the fast reader")
+
+    monkeypatch.setattr(scan_fast, "fast_header", no_fast_reader)
+    for path, (from_file, from_bytes) in zip(paths, fast, strict=True):
+        slow = _outcome(path, None, False)
+        assert slow == from_file == from_bytes == _outcome(path, path.read_bytes(), False), path
+        if isinstance(slow, DicomHeader):
+            assert isinstance(from_file, DicomHeader) and slow.patient_id == from_file.patient_id
+
+
+def test_fast_false_refuses_alike(tmp_path: Path) -> None:
+    data = _image(tmp_path, Modality="CT").read_bytes()
+    for content, reason in ((data, ReasonCode.NOT_MR), (data[:-10], ReasonCode.TRUNCATED)):
+        path = tmp_path / "refused.dcm"
+        path.write_bytes(content)
+        for fast in (True, False):
+            for given in (None, content):
+                with pytest.raises(InputRefusedError) as refused:
+                    read_header(path, given, fast=fast)
+                assert refused.value.reason is reason
+
+
+def test_fast_header_reader_setting_defaults_to_true() -> None:
+    field = Settings.model_fields["fast_header_reader"]
+    assert field.annotation is bool and field.default is True

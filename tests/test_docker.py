@@ -178,7 +178,7 @@ def test_every_setting_is_configurable_and_no_secret_is_committed() -> None:
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
-def test_dockerfile_installs_this_repository(name: str) -> None:
+def test_dockerfile_installs_the_wheel_of_this_repository(name: str) -> None:
     lines = dockerfile(name)
     assert lines[0] == f"FROM {AIRFLOW_IMAGE}"
     assert f"WORKDIR {IMAGE_ROOT}" in lines
@@ -190,7 +190,8 @@ def test_dockerfile_installs_this_repository(name: str) -> None:
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (REPO / "constraints.txt").read_text(), re.M))
     torch = next(line for line in lines if line.startswith("ARG TORCH_VERSION="))
     assert torch.split("=", 1)[1] == pins["torch"], "the images must install constraints.txt's torch"
-    assert any("pip install -c constraints.txt -e ." in line for line in lines)
+    install = next(line for line in lines if "pip install -c constraints.txt" in line)
+    assert "pip wheel --no-deps" in install and "/tmp/dist/sciatic-*.whl" in install and " -e " not in install
     assert any(line.startswith("ARG TORCH_INDEX_URL=") for line in lines) == (name == "Dockerfile")
     dags = next(line for line in lines if "AIRFLOW__CORE__DAGS_FOLDER=" in line)
     assert f"AIRFLOW__CORE__DAGS_FOLDER={IMAGE_ROOT}/dags" in dags

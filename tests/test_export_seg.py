@@ -16,7 +16,7 @@ from sciatic.config import get_settings
 from sciatic.db.enums import LabelFormat
 from sciatic.db.models import ManualLabel
 from sciatic.db.session import default_engine, session_scope
-from sciatic.dicom.nifti import read_nifti
+from sciatic.imaging.volume import read_volume
 from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model, segmentation_from_mask
 
 
@@ -51,7 +51,7 @@ def test_seg_round_trip_through_pacs_and_label_import(
         imported = session.get(ManualLabel, seg_label_id)
         assert imported is not None and imported.format is LabelFormat.DICOM_SEG
         seg_mask = imported.mask_path
-    original, back = read_nifti(label_mask), read_nifti(seg_mask)
+    original, back = read_volume(label_mask), read_volume(seg_mask)
     np.testing.assert_array_equal(back.data, original.data)
     np.testing.assert_array_equal(back.affine, original.affine)
     with session_scope(default_engine()) as session:

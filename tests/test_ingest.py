@@ -19,8 +19,8 @@ from sciatic.db import migrate
 from sciatic.db.enums import SeriesStatus
 from sciatic.db.models import DicomInstance, PipelineEvent, Quarantine, Series, Study, Subject
 from sciatic.db.session import default_engine
-from sciatic.dicom.nifti import read_nifti
-from sciatic.ingest import ADVISORY_LOCK_KEY
+from sciatic.imaging.volume import read_volume
+from sciatic.steps.ingest import ADVISORY_LOCK_KEY
 from sciatic.storage import sha256_file
 from tests._dicom_synthetic import write_stack
 from tests.ingest_helpers import assert_nothing_lost, fill_drop_folder
@@ -60,7 +60,7 @@ def test_mixed_drop_folder_is_fully_accounted_for(database: sa.Engine, tmp_path:
         series = connection.execute(sa.select(Series)).mappings().all()
     converted = [s for s in series if s["status"] == SeriesStatus.CONVERTED]
     for row in converted:
-        volume = read_nifti(row["volume_path"])
+        volume = read_volume(row["volume_path"])
         assert sha256_file(row["volume_path"]) == row["volume_sha256"]
         assert volume.shape == (row["n_columns"], row["n_rows"], row["n_slices"])
         np.testing.assert_allclose(volume.affine, np.array(row["affine"]), atol=1e-5)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from sciatic.db import migrate
 from sciatic.db.models import DicomInstance, Series
-from sciatic.dicom.nifti import read_nifti
+from sciatic.imaging.volume import read_volume
 from sciatic.storage import sha256_file
 from tests.ingest_helpers import assert_nothing_lost, fill_drop_folder
 from tests.postgres import create_database, drop_database
@@ -53,7 +53,7 @@ def _assert_volumes_whole(engine: sa.Engine) -> None:
         for path, sha in connection.execute(sa.select(Series.volume_path, Series.volume_sha256)):
             if path is not None:
                 assert sha256_file(path) == sha
-                read_nifti(path)
+                read_volume(path)
 
 
 @pytest.mark.slow

@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from sciatic.evaluation.metrics import (
-    nerve_metrics,
-    pixel_area_mm2,
-    series_metrics,
-    slice_metrics,
-    slice_normal,
-    slice_spacing_mm,
-    voxel_spacing_mm,
-    voxel_volume_mm3,
-)
+from sciatic.evaluation.metrics import nerve_metrics, series_metrics, slice_metrics
+from sciatic.imaging.volume import pixel_area_mm2, slice_normal, slice_spacing_mm, voxel_spacing_mm, voxel_volume_mm3
 
 
 def rotation(axis: tuple[float, float, float], degrees: float) -> NDArray[np.float64]:

@@ -13,7 +13,7 @@ from sciatic.model.data import (
     CascadeDataset,
     MontageDataset,
     Orientation,
-    as_subject,
+    as_case,
     augment,
     crop,
     downsample,
@@ -136,14 +136,14 @@ def test_subject_from_nifti_paths(tmp_path: pytest.TempPathFactory) -> None:
     vol_path, mask_path = tmp_path / "v.nii.gz", tmp_path / "m.nii.gz"  # type: ignore[operator]
     nib.save(nib.Nifti1Image(subject.volume, subject.affine), vol_path)
     nib.save(nib.Nifti1Image(subject.mask, subject.affine), mask_path)
-    loaded = as_subject((vol_path, mask_path))
+    loaded = as_case((vol_path, mask_path))
     np.testing.assert_array_equal(loaded.mask, subject.mask)
     np.testing.assert_allclose(loaded.affine, subject.affine)
     nib.save(nib.Nifti1Image(subject.mask, np.eye(4)), mask_path)
     with pytest.raises(ValueError, match="affine"):
-        as_subject((vol_path, mask_path))
+        as_case((vol_path, mask_path))
     with pytest.raises(ValueError, match="same 3D shape"):
-        as_subject((subject.volume, subject.mask[:, :, :3], subject.affine))
+        as_case((subject.volume, subject.mask[:, :, :3], subject.affine))
 
 
 def _affine(row_dir: tuple[float, float, float], col_dir: tuple[float, float, float]) -> np.ndarray:

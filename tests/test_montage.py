@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from sciatic.dicom.nifti import Volume, write_nifti
 from sciatic.errors import InputRefusedError, ReasonCode
 from sciatic.imaging.montage import MontageLayout, montage, unmontage
 from sciatic.imaging.normalize import IntensityWindow, normalize, robust_window
 from sciatic.imaging.picture import MASK_COLOUR, montage_picture, render_montage_file, save_montage_png
+from sciatic.imaging.volume import Volume, write_volume
 
 DTYPES = [np.uint8, np.int16, np.uint16, np.int32, np.float32, np.float64, np.bool_]
 
@@ -165,11 +165,11 @@ def test_picture_shows_the_mask_in_blue(tmp_path: Path) -> None:
 def test_render_montage_file_checks_the_mask_grid(tmp_path: Path) -> None:
     affine = np.diag([-0.7, -0.7, 4.0, 1.0])
     volume = np.zeros((64, 48, 6), np.int16)
-    write_nifti(Volume(volume, affine), tmp_path / "v.nii.gz")
-    write_nifti(Volume(np.zeros(volume.shape, np.uint8), affine), tmp_path / "m.nii.gz")
+    write_volume(Volume(volume, affine), tmp_path / "v.nii.gz")
+    write_volume(Volume(np.zeros(volume.shape, np.uint8), affine), tmp_path / "m.nii.gz")
     shifted = affine.copy()
     shifted[0, 3] = 5.0
-    write_nifti(Volume(np.zeros(volume.shape, np.uint8), shifted), tmp_path / "bad.nii.gz")
+    write_volume(Volume(np.zeros(volume.shape, np.uint8), shifted), tmp_path / "bad.nii.gz")
     out = render_montage_file(tmp_path / "v.nii.gz", tmp_path / "out.png", tmp_path / "m.nii.gz")
     assert matplotlib.image.imread(out).shape[:2] == (256 * 2, 1280)
     with pytest.raises(InputRefusedError) as refused:

@@ -12,7 +12,7 @@ import pytest
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from sciatic.dicom.nifti import read_nifti
+from sciatic.imaging.volume import read_volume
 from sciatic.phantom import Cohort, HardCase, Manifest, PhantomOptions, generate
 from sciatic.phantom.cohort import NERVE_CSA_MM2, draw_nerve_csa, plan_subjects
 from sciatic.phantom.generate import MATRICES, SLICE_RANGE
@@ -120,7 +120,7 @@ def test_label_has_the_conventions_affine_of_the_headers(study: tuple[Path, Path
     dicom_dir, labels_dir, manifest = study
     for subject in manifest.subjects:
         slices = _read_series(dicom_dir / subject.dicom_dir)
-        label = read_nifti(labels_dir / f"{subject.series_instance_uid}.nii.gz")
+        label = read_volume(labels_dir / f"{subject.series_instance_uid}.nii.gz")
         assert label.data.dtype == np.uint8 and set(np.unique(label.data)) <= {0, 1}
         assert label.shape == (slices[0].Columns, slices[0].Rows, len(slices))
         np.testing.assert_allclose(label.affine, _affine_from_headers(slices), atol=1e-4)
@@ -134,7 +134,7 @@ def test_label_aligns_with_the_nerve_in_the_headers_stack(study: tuple[Path, Pat
         slices = _read_series(dicom_dir / subject.dicom_dir)
         volume = np.stack([ds.pixel_array for ds in slices], axis=-1).transpose(1, 0, 2).astype(float)
         volume /= np.percentile(volume, 99.5)
-        mask = read_nifti(labels_dir / f"{subject.series_instance_uid}.nii.gz").data > 0
+        mask = read_volume(labels_dir / f"{subject.series_instance_uid}.nii.gz").data > 0
         contrast = _ring_contrast(volume, mask)
         assert contrast > 0.08, subject.hard_cases
         for axis in (0, 1):
@@ -149,8 +149,8 @@ def test_conversion_reproduces_the_phantom_affine_and_label(study: tuple[Path, P
         report = convert.convert_directory(dicom_dir / subject.dicom_dir, tmp_path / subject.patient_id)
         (outcome,) = report.series
         assert outcome.status == "converted", outcome.detail
-        volume = read_nifti(outcome.output)
-        label = read_nifti(labels_dir / f"{subject.series_instance_uid}.nii.gz")
+        volume = read_volume(outcome.output)
+        label = read_volume(labels_dir / f"{subject.series_instance_uid}.nii.gz")
         assert outcome.output.name == f"{subject.series_instance_uid}.nii.gz"
         assert volume.shape == label.shape
         np.testing.assert_allclose(volume.affine, label.affine, atol=1e-4)
@@ -175,7 +175,7 @@ def test_other_matrices_and_slice_counts(tmp_path: Path) -> None:
     fixed = generate(tmp_path / "fixed", 1, 3, tmp_path / "labels", PhantomOptions(matrix=(224, 256), slices=6))
     (subject,) = fixed.subjects
     assert (subject.rows, subject.columns, subject.slices) == (224, 256, 6)
-    label = read_nifti(tmp_path / "labels" / f"{subject.series_instance_uid}.nii.gz")
+    label = read_volume(tmp_path / "labels" / f"{subject.series_instance_uid}.nii.gz")
     assert label.shape == (256, 224, 6)
     drawn = generate(tmp_path / "random", 1, 4, options=PhantomOptions(matrix=None, slices=None)).subjects[0]
     assert (drawn.rows, drawn.columns) in MATRICES

@@ -21,8 +21,8 @@ from sciatic.db.models import (
     SliceMetric,
 )
 from sciatic.db.session import default_engine, session_scope
-from sciatic.dicom.nifti import read_nifti
 from sciatic.errors import ModelIntegrityError, NoProductionModelError
+from sciatic.imaging.volume import read_volume
 from sciatic.model import registry
 from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model, segmentation_from_mask
 
@@ -65,7 +65,7 @@ def test_steps_leave_the_rows_they_promise(backend: str, phantom_source: Path) -
     assert isinstance(segmentation, Segmentation)
     (series,) = _rows(Series, Series.id == segmentation.series_id)
     assert isinstance(series, Series)
-    mask, volume = read_nifti(segmentation.mask_path), read_nifti(series.volume_path or "")
+    mask, volume = read_volume(segmentation.mask_path), read_volume(series.volume_path or "")
     assert mask.shape == volume.shape and np.array_equal(mask.affine, volume.affine)
     assert segmentation.model_version_id == model_id and segmentation.device == "cpu"
     assert len(_rows(SliceMetric, SliceMetric.segmentation_id == segmentation.id)) == series.n_slices
@@ -133,8 +133,8 @@ def test_registry_keeps_one_production_model_and_checks_checkpoints(backend: str
         model = registry.get(session, second)
         Path(model.checkpoint_path).write_bytes(Path(model.checkpoint_path).read_bytes() + b"tampered")
     with pytest.raises(ModelIntegrityError):
-        from sciatic.segment import load_bundle
+        from sciatic.model.infer import cached_model
 
         with session_scope(default_engine()) as session:
             model = registry.get(session, second)
-            load_bundle(model.checkpoint_path, model.checkpoint_sha256, "cpu")
+            cached_model(model.checkpoint_path, model.checkpoint_sha256, "cpu")

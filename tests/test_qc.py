@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from sciatic.errors import InputRefusedError, ReasonCode
-from sciatic.evaluation.metrics import nerve_metrics, voxel_spacing_mm
+from sciatic.evaluation.metrics import nerve_metrics
 from sciatic.evaluation.qc import (
     FAIL_FLAGS,
     MaskComparison,
@@ -23,13 +23,13 @@ from sciatic.evaluation.qc import (
     QcStatus,
     QcThresholds,
     assess,
-    check_same_grid,
     compare_files,
     compare_masks,
     dice,
     inter_rater_summary,
     volume_similarity,
 )
+from sciatic.imaging.volume import check_same_grid, voxel_spacing_mm
 
 SPACING = (0.6, 0.8, 3.0)
 AFFINE = np.diag([*SPACING, 1.0])

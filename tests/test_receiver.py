@@ -27,9 +27,9 @@ from sciatic.db import migrate
 from sciatic.db.enums import SeriesStatus
 from sciatic.db.models import Series
 from sciatic.db.session import default_engine
-from sciatic.dicom.nifti import read_nifti
 from sciatic.dicom.receiver import Receiver, serve, write_instance
-from sciatic.ingest import run_pass
+from sciatic.imaging.volume import read_volume
+from sciatic.steps.ingest import run_pass
 from tests._dicom_synthetic import mr_dataset, oblique, save, slice_pixels, stack_positions, write_stack
 
 LOGGER = "sciatic.dicom.receiver"
@@ -158,7 +158,7 @@ def test_storescu_study_arrives_byte_for_byte_and_ingests(
         rows = connection.execute(sa.select(Series.status, Series.volume_path, Series.n_slices)).all()
     assert sorted(r.n_slices for r in rows) == [4, 6] and {r.status for r in rows} == {SeriesStatus.CONVERTED}
     for row in rows:
-        assert read_nifti(row.volume_path).shape[2] == row.n_slices
+        assert read_volume(row.volume_path).shape[2] == row.n_slices
 
 
 def test_echoscu_is_answered(start_receiver: Callable[..., Receiver]) -> None:

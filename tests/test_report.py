@@ -25,11 +25,12 @@ from sciatic.config import get_settings
 from sciatic.db.enums import QcStatus
 from sciatic.db.models import ManualLabel, Segmentation
 from sciatic.db.session import default_engine, make_engine, session_scope
-from sciatic.dicom.nifti import read_nifti
-from sciatic.evaluation.overlay import STATUS_ORDER, OverlayLayout, zoom_box
-from sciatic.evaluation.report import collect_cases, overlay_png, write_report
+from sciatic.evaluation.cases import STATUS_ORDER
+from sciatic.evaluation.overlay import OverlayLayout, zoom_box
 from sciatic.imaging.picture import LABEL_COLOUR, montage_picture
+from sciatic.imaging.volume import read_volume
 from sciatic.phantom.manifest import Manifest
+from sciatic.steps.report import collect_cases, overlay_png, write_html_report
 from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model, segmentation_from_mask
 
 CHROMIUM = "/usr/bin/chromium"
@@ -181,7 +182,7 @@ def test_overlay_shows_the_prediction_in_blue_and_the_manual_label_in_red(filled
     with session_scope(engine) as session:
         segmentation = session.get(Segmentation, filled.truth_labelled)
         assert segmentation is not None
-        shape = read_nifti(segmentation.mask_path).shape
+        shape = read_volume(segmentation.mask_path).shape
     layout = OverlayLayout(shape)
     rgb = _pixels(out)
     assert (rgb.shape[1], rgb.shape[0]) == layout.size == (1280, layout.title_px + 8 * 256 + 426 + layout.caption_px)
@@ -232,14 +233,14 @@ def test_cases_are_selected_by_date_and_model_and_sorted_worst_first(filled: Fil
 
 def test_an_empty_selection_still_gives_a_page(filled: Filled, tmp_path: Path) -> None:
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
-    html = write_report(make_engine(filled.url), tmp_path / "r.html", since=tomorrow).read_text("utf-8")
+    html = write_html_report(make_engine(filled.url), tmp_path / "r.html", since=tomorrow).read_text("utf-8")
     assert "No segmentation in this selection." in html and f"from {tomorrow}" in html
     assert 'id="cohort-summary"' in html and "data:image" not in html
 
 
 def test_report_renders_in_headless_chromium(filled: Filled, tmp_path: Path) -> None:
     engine = make_engine(filled.url)
-    out = write_report(engine, tmp_path / "out" / "report.html")
+    out = write_html_report(engine, tmp_path / "out" / "report.html")
     html = out.read_text("utf-8")
     assert "http://" not in html and "https://" not in html  # nothing loaded from elsewhere
     assert html.count('src="data:image/png;base64,') == 1 + 2 * 4  # cohort plot, CSA plot + overlay per case
@@ -275,7 +276,7 @@ def test_report_on_postgres_lists_a_case_with_missing_files(
         broken = session.get(Segmentation, filled.tiny[0])
         assert broken is not None
         Path(broken.mask_path).rename(tmp_path / "moved.nii.gz")
-    html = write_report(engine, tmp_path / "report.html", progress=True).read_text("utf-8")
+    html = write_html_report(engine, tmp_path / "report.html", progress=True).read_text("utf-8")
     assert "overlay unavailable" in html
     assert html.count('alt="overlay"') == 3
     assert all(c.info.pseudonym in html for c in collect_cases(engine))

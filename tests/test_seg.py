@@ -14,7 +14,7 @@ import pytest
 from numpy.typing import NDArray
 from pydicom.uid import generate_uid
 
-from sciatic.dicom.nifti import read_nifti, write_nifti
+from sciatic.imaging.volume import read_volume, write_volume
 from sciatic.dicom.receiver import serve
 from sciatic.dicom.scan import read_header
 from sciatic.dicom.scu import SendError, send
@@ -167,7 +167,7 @@ def test_phantom_series_round_trip(tmp_path: Path) -> None:
     for record in manifest.subjects:
         paths = sorted((tmp_path / "phantom" / record.patient_id).glob("*.dcm"))
         positions.add(str(pydicom.dcmread(paths[0]).PatientPosition))
-        truth = read_nifti(tmp_path / "labels" / f"{read_header(paths[0]).series_instance_uid}.nii.gz")
+        truth = read_volume(tmp_path / "labels" / f"{read_header(paths[0]).series_instance_uid}.nii.gz")
         plan = _plan(paths)
         np.testing.assert_allclose(truth.affine, plan.affine, atol=1e-4)
         out = export_seg(
@@ -317,10 +317,10 @@ def test_round_trip_through_nifti_keeps_the_grid(tmp_path: Path) -> None:
     """mask -> NIfTI -> SEG -> mask: the affine written to NIfTI is the one the SEG is checked against."""
     paths = write_stack(tmp_path / "src", orientation=AXIAL_PRONE, count=5, rows=14, columns=12, **PATIENT)
     plan = _plan(paths)
-    from sciatic.dicom.nifti import Volume
+    from sciatic.imaging.volume import Volume
 
-    write_nifti(Volume(_nerve(plan.shape), plan.affine), tmp_path / "mask.nii.gz")
-    stored = read_nifti(tmp_path / "mask.nii.gz")
+    write_volume(Volume(_nerve(plan.shape), plan.affine), tmp_path / "mask.nii.gz")
+    stored = read_volume(tmp_path / "mask.nii.gz")
     out = _export(paths, stored.data, tmp_path / "seg.dcm")
     back = read_seg(out, paths)
     np.testing.assert_array_equal(back.data, stored.data)

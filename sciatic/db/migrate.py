@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,16 +15,21 @@ from sqlalchemy import Engine
 from sciatic.config import mask_url
 from sciatic.errors import ConfigurationError, DatabaseNotReadyError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+def migrations_dir() -> Path:
+    """The Alembic scripts: package ``sciatic.migrations`` (the top-level ``migrations/`` of the source tree)."""
+    spec = importlib.util.find_spec("sciatic.migrations")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        if (Path(location) / "env.py").is_file():
+            return Path(location)
+    raise ConfigurationError("the sciatic.migrations package is missing: reinstall sciatic (pip install sciatic-*.whl)")
 
 
 def alembic_config(url: str) -> Config:
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise ConfigurationError(
-            f"migrations not found at {MIGRATIONS_DIR}; install sciatic from its source tree (pip install -e .)"
-        )
+    scripts = migrations_dir()
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(scripts))
     cfg.set_main_option("file_template", "%%(rev)s_%%(slug)s")
     # ConfigParser interpolation: a literal % in a password must be doubled.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

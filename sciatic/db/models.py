@@ -276,6 +276,7 @@ class NerveMetric(Base):
     covered_length_mm: Mapped[float] = mapped_column(Float)
     signal_mean: Mapped[float | None] = mapped_column(Float)
     n_slices_with_nerve: Mapped[int] = mapped_column(Integer)
+    n_components_3d: Mapped[int | None] = mapped_column(Integer, comment="26-connected pieces of the 3D mask")
 
 
 class ManualLabel(Base):

@@ -23,7 +23,6 @@ import numpy as np
 import pydicom
 from numpy.typing import NDArray
 
-from sciatic.dicom.nifti import NIFTI_SUFFIX, Volume, write_nifti
 from sciatic.dicom.scan import DicomHeader, read_header
 from sciatic.dicom.series import (
     CompletenessState,
@@ -33,6 +32,7 @@ from sciatic.dicom.series import (
     plan_series,
 )
 from sciatic.errors import FileRefusedError, InputRefusedError, ReasonCode
+from sciatic.imaging.volume import NIFTI_SUFFIX, Volume, write_volume
 from sciatic.storage import atomic_write, sha256_file
 
 REPORT_NAME = "series.json"
@@ -40,7 +40,7 @@ REPORT_FORMAT_VERSION = 1
 _INTEGER_DTYPES = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)
 
 
-class SeriesStatus(StrEnum):
+class ConversionStatus(StrEnum):
     CONVERTED = "converted"
     REFUSED = "refused"
 
@@ -63,7 +63,7 @@ class SeriesOutcome:
     series_number: int | None
     series_description: str
     files: tuple[Path, ...]
-    status: SeriesStatus
+    status: ConversionStatus
     output: Path | None = None
     sha256: str | None = None
     shape: tuple[int, int, int] | None = None
@@ -103,11 +103,6 @@ def load_volume(plan: SeriesPlan) -> Volume:
     values = _rescale(stored, slopes, intercepts)
     # (slices, rows, columns) in C order is (columns, rows, slices) in Fortran order: no copy
     return Volume(values.transpose(2, 1, 0), plan.affine.copy())
-
-
-def read_pixels(header: DicomHeader) -> NDArray[Any]:
-    """Stored (not rescaled) pixel values of every frame of one file, ``(frames, rows, columns)``."""
-    return _decode_file(header.path, header.rows, header.columns)
 
 
 def _decode_slices(plan: SeriesPlan) -> NDArray[Any]:
@@ -216,7 +211,7 @@ def convert_directory(src: str | os.PathLike[str], out_dir: str | os.PathLike[st
         series=tuple(outcomes),
         refused_files=tuple(refused),
     )
-    write_report(report)
+    write_conversion_report(report)
     return report
 
 
@@ -233,7 +228,7 @@ def _convert_group(headers: Sequence[DicomHeader], output_dir: Path) -> SeriesOu
     headers, duplicates = _drop_identical_copies(headers)
     first = headers[0]
 
-    def outcome(status: SeriesStatus, **result: Any) -> SeriesOutcome:
+    def outcome(status: ConversionStatus, **result: Any) -> SeriesOutcome:
         return SeriesOutcome(
             series_instance_uid=first.series_instance_uid,
             study_instance_uid=first.study_instance_uid,
@@ -251,11 +246,11 @@ def _convert_group(headers: Sequence[DicomHeader], output_dir: Path) -> SeriesOu
             raise InputRefusedError(ReasonCode.INCOMPLETE, completeness.detail)
         volume = convert_series(headers)
         output = output_dir / output_name(first.series_instance_uid)
-        digest = write_nifti(volume, output)
+        digest = write_volume(volume, output)
     except InputRefusedError as exc:
-        return outcome(SeriesStatus.REFUSED, reason=exc.reason, detail=exc.detail)
+        return outcome(ConversionStatus.REFUSED, reason=exc.reason, detail=exc.detail)
     return outcome(
-        SeriesStatus.CONVERTED,
+        ConversionStatus.CONVERTED,
         output=output,
         sha256=digest,
         shape=volume.shape,
@@ -329,7 +324,7 @@ def report_to_json(report: ConversionReport) -> dict[str, Any]:
     }
 
 
-def write_report(report: ConversionReport) -> str:
+def write_conversion_report(report: ConversionReport) -> str:
     """Write ``series.json`` atomically; return its sha256."""
     data = (json.dumps(report_to_json(report), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 

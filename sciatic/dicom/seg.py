@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 from sciatic import __version__
-from sciatic.dicom.nifti import Volume
+from sciatic.imaging.volume import Volume
 from sciatic.dicom.scan import ImageLayout, read_header
 from sciatic.dicom.series import LPS_TO_RAS, SeriesPlan, plan_series
 from sciatic.errors import InputRefusedError, ReasonCode

@@ -23,20 +23,22 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
+from sciatic.imaging.volume import (
+    as_mask,
+    pixel_area_mm2,
+    slice_normal,
+    slice_spacing_mm,
+    validate_affine,
+    voxel_volume_mm3,
+)
+
 __all__ = [
     "NerveMetrics",
     "SeriesMetrics",
     "SliceMetrics",
-    "as_mask",
     "nerve_metrics",
-    "pixel_area_mm2",
     "series_metrics",
     "slice_metrics",
-    "slice_normal",
-    "slice_spacing_mm",
-    "validate_affine",
-    "voxel_spacing_mm",
-    "voxel_volume_mm3",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -47,73 +49,6 @@ BoolArray = NDArray[np.bool_]
 SLICE_CONNECTIVITY = np.ones((3, 3), dtype=bool)
 #: 3D connectivity used to count components of the whole mask: 26-connectivity.
 VOLUME_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def validate_affine(affine: ArrayLike) -> FloatArray:
-    """Return ``affine`` as a float64 4x4 array; refuse non-finite or singular ones."""
-    a = np.asarray(affine, dtype=np.float64)
-    if a.shape != (4, 4):
-        raise ValueError(f"affine must be 4x4, got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError("affine contains non-finite values")
-    if abs(float(np.linalg.det(a[:3, :3]))) <= 1e-12:
-        raise ValueError("affine is singular (zero voxel volume)")
-    return a
-
-
-def pixel_area_mm2(affine: ArrayLike) -> float:
-    """True in-plane area of one pixel, ``|a0 x a1|`` (a0, a1: first two affine columns)."""
-    a = validate_affine(affine)
-    return float(np.linalg.norm(np.cross(a[:3, 0], a[:3, 1])))
-
-
-def voxel_volume_mm3(affine: ArrayLike) -> float:
-    """Volume of one voxel, ``|det(affine[:3, :3])|``."""
-    a = validate_affine(affine)
-    return float(abs(np.linalg.det(a[:3, :3])))
-
-
-def slice_normal(affine: ArrayLike) -> FloatArray:
-    """Unit normal of the slice plane, ``(a0 x a1) / |a0 x a1|``, oriented along +k."""
-    a = validate_affine(affine)
-    n = np.cross(a[:3, 0], a[:3, 1])
-    n /= np.linalg.norm(n)
-    if float(n @ a[:3, 2]) < 0:
-        n = -n
-    return n
-
-
-def slice_spacing_mm(affine: ArrayLike) -> float:
-    """Distance between adjacent slice planes: the third column projected on the normal.
-
-    Equals the DICOM slice spacing for an affine built as in the conventions,
-    and stays the true plane-to-plane distance for a sheared (gantry-tilt)
-    affine. ``pixel_area_mm2 * slice_spacing_mm == voxel_volume_mm3``.
-    """
-    a = validate_affine(affine)
-    return float(abs(slice_normal(a) @ a[:3, 2]))
-
-
-def voxel_spacing_mm(affine: ArrayLike) -> tuple[float, float, float]:
-    """Spacing along each array axis: the norms of the affine's first three columns."""
-    a = validate_affine(affine)
-    n = np.linalg.norm(a[:3, :3], axis=0)
-    return (float(n[0]), float(n[1]), float(n[2]))
-
-
-def as_mask(data: ArrayLike) -> BoolArray:
-    """Binary mask of a 3D array: non-zero voxels are nerve (NaN counts as zero)."""
-    arr = np.asanyarray(data)
-    if arr.ndim != 3:
-        raise ValueError(f"mask must be 3D (X, Y, Z), got shape {arr.shape}")
-    if arr.dtype == np.bool_:
-        return np.asarray(arr, dtype=bool)
-    if np.issubdtype(arr.dtype, np.floating):
-        arr = np.nan_to_num(arr, nan=0.0)
-    return np.asarray(arr != 0, dtype=bool)
 
 
 def _signal(image: ArrayLike | None, shape: tuple[int, ...]) -> FloatArray | None:

@@ -6,45 +6,35 @@ manual ROI outlined in red. Bottom (``zoom=True``): the slice with the largest
 predicted CSA, cropped around the nerve, three times: without overlay, with
 the manual ROI (red) and with the predicted ROI (blue).
 
-The title names the subject by pseudonym only. Database access is read-only.
+The title names the subject by pseudonym only. Pure rendering: the case's facts
+come in as a :class:`~sciatic.evaluation.cases.CaseInfo`, the arrays from its files.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from PIL import Image
-from sqlalchemy import Engine, select
 
-from sciatic.db.enums import Cohort, QcStatus
-from sciatic.db.models import ManualLabel, ModelVersion, QcResult, Segmentation, Series, Study, Subject
-from sciatic.db.session import session_scope
-from sciatic.dicom.nifti import read_nifti
 from sciatic.errors import SciaticError
-from sciatic.evaluation.metrics import pixel_area_mm2, voxel_spacing_mm
-from sciatic.evaluation.qc import check_same_grid
+from sciatic.evaluation.cases import CaseInfo
 from sciatic.imaging.montage import TILE, MontageLayout
 from sciatic.imaging.normalize import normalize
 from sciatic.imaging.picture import LABEL_COLOUR, MASK_COLOUR, montage_picture, tint
-from sciatic.storage import atomic_write
+from sciatic.imaging.volume import check_same_grid, pixel_area_mm2, read_volume, voxel_spacing_mm
 
 __all__ = [
+    "MONTAGE_WIDTH",
     "CaseImages",
-    "CaseInfo",
     "OverlayLayout",
-    "case_infos",
     "load_case",
     "overlay_figure",
-    "overlay_png",
     "overlay_png_bytes",
-    "qc_summary",
     "zoom_box",
 ]
 
@@ -52,117 +42,9 @@ DPI = 100
 MONTAGE_WIDTH = TILE * 5  # px of one montage row at full size
 ZOOM_OPACITY = 0.45
 ZOOM_MARGIN_MIN_PX = 12  # at least this many pixels of context on each side of the nerve
-STATUS_ORDER = {QcStatus.FAIL: 0, QcStatus.REVIEW: 1, None: 2, QcStatus.PASS: 3}
 
 
 # --------------------------------------------------------------------------- what a case is
-
-
-@dataclass(frozen=True, slots=True)
-class CaseInfo:
-    """Database facts about one segmentation (no PHI: the subject is a pseudonym)."""
-
-    segmentation_id: int
-    series_id: int
-    series_uid: str
-    series_number: int | None
-    series_description: str | None
-    pseudonym: str
-    cohort: Cohort
-    study_date: dt.date | None
-    model_id: int
-    model_name: str
-    created_at: dt.datetime
-    qc_status: QcStatus | None
-    flags: tuple[tuple[str, str], ...]  # (flag, detail), label-free and per label, deduplicated
-    dice: tuple[float, ...]  # one per manual label
-    mask_path: str
-    volume_path: str | None
-    label_path: str | None  # first manual label of the series (lowest id)
-    label_rater: str | None
-    affine: list[Any] | None  # the series volume's 4x4 RAS+ affine
-
-    @property
-    def title(self) -> str:
-        dice = "" if not self.dice else " · Dice " + ", ".join(f"{d:.2f}" for d in self.dice)
-        status = self.qc_status.value if self.qc_status else "not assessed"
-        return (
-            f"{self.pseudonym} ({self.cohort.value}) · series {self.series_id} · "
-            f"model {self.model_name} · QC {status}{dice}"
-        )
-
-
-def qc_summary(rows: list[QcResult]) -> tuple[QcStatus | None, tuple[tuple[str, str], ...], tuple[float, ...]]:
-    """Worst status over the QC rows of a segmentation, their flags (deduplicated) and Dice values."""
-    if not rows:
-        return None, (), ()
-    status = min((r.status for r in rows), key=lambda s: STATUS_ORDER[s])
-    flags: dict[str, str] = {}
-    for row in rows:
-        for item in row.flags:
-            if isinstance(item, dict):
-                flags.setdefault(str(item.get("flag", "")), str(item.get("detail", "")))
-            else:
-                flags.setdefault(str(item), "")
-    dice = tuple(float(r.dice) for r in sorted(rows, key=lambda r: r.id) if r.dice is not None)
-    return status, tuple(flags.items()), dice
-
-
-def case_infos(
-    engine: Engine, segmentation_ids: list[int] | None = None, where: tuple[Any, ...] = ()
-) -> list[CaseInfo]:
-    """:class:`CaseInfo` of the given segmentations (or those matching ``where``), in id order."""
-    query = (
-        select(Segmentation, Series, Study, Subject, ModelVersion)
-        .join(Series, Series.id == Segmentation.series_id)
-        .join(Study, Study.id == Series.study_id)
-        .join(Subject, Subject.id == Study.subject_id)
-        .join(ModelVersion, ModelVersion.id == Segmentation.model_version_id)
-        .where(*where)
-        .order_by(Segmentation.id)
-    )
-    if segmentation_ids is not None:
-        query = query.where(Segmentation.id.in_(segmentation_ids))
-    with session_scope(engine) as session:
-        rows = session.execute(query).all()
-        seg_ids = [r[0].id for r in rows]
-        series_ids = {r[1].id for r in rows}
-        qc_rows: dict[int, list[QcResult]] = {}
-        for qc in session.scalars(select(QcResult).where(QcResult.segmentation_id.in_(seg_ids))):
-            qc_rows.setdefault(qc.segmentation_id, []).append(qc)
-        labels: dict[int, ManualLabel] = {}
-        for manual in session.scalars(
-            select(ManualLabel).where(ManualLabel.series_id.in_(series_ids)).order_by(ManualLabel.id)
-        ):
-            labels.setdefault(manual.series_id, manual)
-        out = []
-        for segmentation, series, study, subject, model in rows:
-            status, flags, dice = qc_summary(qc_rows.get(segmentation.id, []))
-            label = labels.get(series.id)
-            out.append(
-                CaseInfo(
-                    segmentation_id=segmentation.id,
-                    series_id=series.id,
-                    series_uid=series.series_instance_uid,
-                    series_number=series.series_number,
-                    series_description=series.description,
-                    pseudonym=subject.pseudonym,
-                    cohort=subject.cohort,
-                    study_date=study.study_date,
-                    model_id=model.id,
-                    model_name=model.name,
-                    created_at=segmentation.created_at,
-                    qc_status=status,
-                    flags=flags,
-                    dice=dice,
-                    mask_path=segmentation.mask_path,
-                    volume_path=series.volume_path,
-                    label_path=label.mask_path if label else None,
-                    label_rater=label.rater if label else None,
-                    affine=series.affine,
-                )
-            )
-        return out
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -190,12 +72,12 @@ def load_case(info: CaseInfo) -> CaseImages:
     """Read the volume, the predicted mask and the manual label; refuse masks on another grid."""
     if info.volume_path is None:
         raise SciaticError(f"series {info.series_id} has no converted volume")
-    volume = read_nifti(info.volume_path)
-    mask = read_nifti(info.mask_path)
+    volume = read_volume(info.volume_path)
+    mask = read_volume(info.mask_path)
     check_same_grid(mask.shape, mask.affine, volume.shape, volume.affine, names=("prediction", "volume"))
     label = None
     if info.label_path is not None:
-        manual = read_nifti(info.label_path)
+        manual = read_volume(info.label_path)
         check_same_grid(manual.shape, manual.affine, volume.shape, volume.affine, names=("label", "volume"))
         label = np.asarray(manual.data) != 0
     return CaseImages(np.asarray(volume.data), np.asarray(mask.data) != 0, label, volume.affine)
@@ -352,33 +234,3 @@ def overlay_png_bytes(
 ) -> bytes:
     """PNG bytes of :func:`overlay_figure` (``compact``: 256-colour palette)."""
     return _png_bytes(overlay_figure(info, images, zoom, width), compact)
-
-
-def overlay_png(
-    engine: Engine,
-    segmentation_id: int,
-    out_png: Path | str,
-    zoom: bool = True,
-    *,
-    width: int = MONTAGE_WIDTH,
-    compact: bool = False,
-) -> Path:
-    """Write the overlay picture of one segmentation to ``out_png`` (atomically) and return its path.
-
-    ``width`` is the picture width in pixels; at the default (1280) each montage
-    pixel is one PNG pixel. ``compact`` writes a 256-colour PNG (about a fifth of
-    the size, grey levels slightly posterised). Raises ``SciaticError`` for an unknown segmentation
-    and ``InputRefusedError(GEOMETRY_MISMATCH)`` when a mask is on another grid.
-    """
-    infos = case_infos(engine, [segmentation_id])
-    if not infos:
-        raise SciaticError(f"no segmentation with id {segmentation_id}")
-    (info,) = infos
-    data = overlay_png_bytes(info, load_case(info), zoom, width, compact)
-    out = Path(out_png)
-
-    def write(fp: BinaryIO) -> None:
-        fp.write(data)
-
-    atomic_write(out, write)
-    return out

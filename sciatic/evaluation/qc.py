@@ -41,10 +41,12 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
 from sciatic.db.enums import QcStatus
-from sciatic.errors import InputRefusedError, ReasonCode
-from sciatic.evaluation.metrics import (
-    NerveMetrics,
+from sciatic.evaluation.metrics import NerveMetrics
+from sciatic.evaluation.thresholds import FAILURE_DICE, QcThresholds
+from sciatic.imaging.volume import (
     as_mask,
+    check_same_grid,
+    read_mask,
     validate_affine,
     voxel_spacing_mm,
     voxel_volume_mm3,
@@ -56,16 +58,14 @@ __all__ = [
     "MaskComparison",
     "QcFinding",
     "QcFlag",
-    "QcResult",
     "QcStatus",
     "QcThresholds",
+    "QcVerdict",
     "assess",
-    "check_same_grid",
     "compare_files",
     "compare_masks",
     "dice",
     "inter_rater_summary",
-    "load_mask",
     "surface_distances_mm",
     "volume_similarity",
 ]
@@ -73,8 +73,6 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 
-#: Seed's failure definition: Dice below this against a manual label.
-FAILURE_DICE = 0.05
 #: Two grids are the same when no corner of the voxel grid moves more than
 #: this fraction of the smallest voxel spacing between the two affines.
 GRID_TOLERANCE_VOXELS = 0.01
@@ -82,69 +80,6 @@ GRID_TOLERANCE_VOXELS = 0.01
 
 def _json_float(x: float) -> float | None:
     return x if math.isfinite(x) else None
-
-
-# --------------------------------------------------------------------------- grid
-
-
-def check_same_grid(
-    shape_a: tuple[int, ...],
-    affine_a: ArrayLike,
-    shape_b: tuple[int, ...],
-    affine_b: ArrayLike,
-    *,
-    names: tuple[str, str] = ("prediction", "label"),
-    tolerance_voxels: float = GRID_TOLERANCE_VOXELS,
-) -> None:
-    """Refuse two masks that are not on the same voxel grid.
-
-    Same grid: equal shapes, and the two affines place every voxel of the
-    grid within ``tolerance_voxels`` x the smallest voxel spacing of each
-    other (checked at the grid's corners, where the difference is largest).
-
-    Raises:
-        InputRefusedError: ``GEOMETRY_MISMATCH``, naming what differs.
-    """
-    na, nb = names
-    if tuple(shape_a) != tuple(shape_b):
-        raise InputRefusedError(
-            ReasonCode.GEOMETRY_MISMATCH,
-            f"{na} has shape {tuple(shape_a)} but {nb} has shape {tuple(shape_b)}",
-        )
-    try:
-        a = validate_affine(affine_a)
-        b = validate_affine(affine_b)
-    except ValueError as exc:
-        raise InputRefusedError(ReasonCode.GEOMETRY_MISMATCH, f"invalid affine: {exc}") from exc
-    corners = np.array(list(itertools.product(*[(0, max(n - 1, 0)) for n in shape_a[:3]])), dtype=np.float64)
-    corners_h = np.c_[corners, np.ones(len(corners))]
-    shift = float(np.max(np.linalg.norm((corners_h @ (a - b).T)[:, :3], axis=1)))
-    tol = tolerance_voxels * min(voxel_spacing_mm(a) + voxel_spacing_mm(b))
-    if shift <= tol:
-        return
-    diffs: list[str] = []
-    sa, sb = voxel_spacing_mm(a), voxel_spacing_mm(b)
-    if not np.allclose(sa, sb, rtol=0, atol=tol):
-        diffs.append(f"voxel spacing {_fmt(sa)} vs {_fmt(sb)} mm")
-    dir_a = a[:3, :3] / np.array(sa)
-    dir_b = b[:3, :3] / np.array(sb)
-    cosines = np.clip(np.sum(dir_a * dir_b, axis=0), -1.0, 1.0)
-    angle = float(np.degrees(np.max(np.arccos(cosines))))
-    if angle > 0.01:
-        diffs.append(f"axis directions differ by up to {angle:.2f} degrees")
-    origin = float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
-    if origin > tol:
-        diffs.append(f"origin {_fmt(a[:3, 3])} vs {_fmt(b[:3, 3])} mm ({origin:.3f} mm apart)")
-    raise InputRefusedError(
-        ReasonCode.GEOMETRY_MISMATCH,
-        f"{na} and {nb} are on different grids: "
-        + "; ".join(diffs or ["affines differ"])
-        + f" (voxels displaced by up to {shift:.3f} mm, tolerance {tol:.3f} mm)",
-    )
-
-
-def _fmt(v: Any) -> str:
-    return "(" + ", ".join(f"{float(x):.4g}" for x in v) + ")"
 
 
 # --------------------------------------------------------------------------- overlap
@@ -271,43 +206,16 @@ def compare_masks(
     )
 
 
-def load_mask(path: str | Path) -> tuple[BoolArray, FloatArray]:
-    """Read a NIfTI mask as (binary mask, affine); trailing singleton axes are dropped.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        InputRefusedError: ``UNREADABLE_FILE`` if the file cannot be read as an
-            image, ``GEOMETRY_MISMATCH`` if it is not a 3D volume.
-    """
-    import nibabel as nib  # local import: nibabel is only needed for files
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no such mask file: {p}")
-    try:
-        img = nib.load(p)
-        data = np.asanyarray(img.dataobj)  # type: ignore[attr-defined]
-        affine = np.asarray(img.affine, dtype=np.float64)  # type: ignore[attr-defined]
-    except Exception as exc:  # nibabel raises several types for unreadable files
-        raise InputRefusedError(ReasonCode.UNREADABLE_FILE, f"{p.name}: not a readable NIfTI volume ({exc})") from exc
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputRefusedError(ReasonCode.GEOMETRY_MISMATCH, f"{p.name}: mask must be 3D, got shape {data.shape}")
-    return as_mask(data), affine
-
-
 def compare_files(
     pred_path: str | Path, label_path: str | Path, *, failure_dice: float = FAILURE_DICE
 ) -> MaskComparison:
     """Load two NIfTI masks and :func:`compare_masks` them (``sciatic qc compare``)."""
-    pred, pred_affine = load_mask(pred_path)
-    label, label_affine = load_mask(label_path)
+    pred, label = read_mask(pred_path), read_mask(label_path)
     return compare_masks(
-        pred,
-        pred_affine,
-        label,
-        label_affine,
+        pred.data,
+        pred.affine,
+        label.data,
+        label.affine,
         failure_dice=failure_dice,
         names=(Path(pred_path).name, Path(label_path).name),
     )
@@ -373,66 +281,6 @@ FAIL_FLAGS = frozenset({QcFlag.EMPTY_MASK, QcFlag.LABEL_DICE_FAILED})
 
 
 @dataclass(frozen=True, slots=True)
-class QcThresholds:
-    """Thresholds of the label-free flags. Defaults and why:
-
-    csa_min_mm2 = 10.0
-        A quarter of the control median mid-thigh sciatic CSA (about 43 mm²):
-        a nerve slice smaller than that (a disc under 3.6 mm across) is a
-        fragment or partial-volume speck, not a sciatic cross-section.
-    csa_max_mm2 = 400.0
-        About three times the CMT1A median (about 136 mm²; nerves count as
-        enlarged above about 64 mm²), so that hypertrophic nerves pass and a
-        ROI leaking into muscle or vessels does not.
-    max_components_per_slice = 1
-        The sciatic nerve is one cross-section per slice in the thigh; a
-        second 8-connected island in a slice is usually a false positive.
-        Where the tibial and peroneal divisions separate, review is the right
-        outcome. (3D components are not counted separately: islands outside
-        the nerve's slices show up as a gap or a centroid jump instead.)
-    max_centroid_jump_mm = 10.0
-        The nerve runs nearly along the slice normal, so its centroid moves by
-        a few mm per slice at most; a jump larger than the diameter of a large
-        nerve (136 mm² is about 13 mm across, 43 mm² about 7.4 mm) means the
-        ROI moved to another structure. Measured in the slice plane, between
-        adjacent slices that both contain nerve.
-    max_gap_slices = 0
-        The nerve is continuous, so every slice between the first and the
-        last nerve slice should contain nerve.
-    min_volume_mm3 = 200.0
-        A control-size nerve (43 mm²) over less than about 5 mm, i.e. a
-        fleck; any real segmentation of a thigh slab is far larger.
-    max_volume_mm3 = 80_000.0
-        csa_max_mm2 over 200 mm (for instance 40 slices of 5 mm): beyond it
-        the ROI cannot be a nerve in a thigh slab.
-    failure_dice = 0.05
-        The seed's failure definition, used when a manual label exists.
-    """
-
-    csa_min_mm2: float = 10.0
-    csa_max_mm2: float = 400.0
-    max_components_per_slice: int = 1
-    max_centroid_jump_mm: float = 10.0
-    max_gap_slices: int = 0
-    min_volume_mm3: float = 200.0
-    max_volume_mm3: float = 80_000.0
-    failure_dice: float = FAILURE_DICE
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.csa_min_mm2 < self.csa_max_mm2:
-            raise ValueError("need 0 <= csa_min_mm2 < csa_max_mm2")
-        if not 0 <= self.min_volume_mm3 < self.max_volume_mm3:
-            raise ValueError("need 0 <= min_volume_mm3 < max_volume_mm3")
-        if self.max_components_per_slice < 1 or self.max_gap_slices < 0:
-            raise ValueError("max_components_per_slice >= 1 and max_gap_slices >= 0 required")
-        if self.max_centroid_jump_mm <= 0:
-            raise ValueError("max_centroid_jump_mm must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__dataclass_fields__}
-
-
-@dataclass(frozen=True, slots=True)
 class QcFinding:
     """One raised flag and a human-readable detail (which slices, which values)."""
 
@@ -444,7 +292,7 @@ class QcFinding:
 
 
 @dataclass(frozen=True, slots=True)
-class QcResult:
+class QcVerdict:
     """QC verdict of one segmentation: status and the findings that set it."""
 
     status: QcStatus
@@ -471,7 +319,7 @@ def assess(
     metrics: NerveMetrics,
     thresholds: QcThresholds | None = None,
     comparison: MaskComparison | None = None,
-) -> QcResult:
+) -> QcVerdict:
     """Label-free QC flags (plus the Dice failure when a label comparison is given).
 
     Status: ``fail`` if any flag in :data:`FAIL_FLAGS` is raised (empty mask;
@@ -498,7 +346,7 @@ def assess(
         status = QcStatus.REVIEW
     else:
         status = QcStatus.PASS
-    return QcResult(status, tuple(found))
+    return QcVerdict(status, tuple(found))
 
 
 def _label_free(m: NerveMetrics, t: QcThresholds) -> list[QcFinding]:

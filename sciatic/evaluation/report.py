@@ -1,12 +1,11 @@
-"""Pictures and a self-contained HTML report of stored segmentations.
+"""The self-contained HTML report of a list of cases (rendering only).
 
-:func:`overlay_png` writes the overlay picture of one segmentation (see
-``sciatic.evaluation.overlay``). :func:`write_report` writes one HTML page for
-the segmentations created in a date range (and/or by one model): a table of
+:func:`render_report` makes one HTML page for the cases the report step
+(``sciatic.steps.report``) selected from the database: a table of
 cases, worst QC status first; a cohort summary of nerve CSA; and per case a
 CSA-along-the-nerve plot and a small overlay. The page needs no server and
 loads nothing from elsewhere: CSS is inline and pictures are base64 PNG data
-URIs. Subjects appear by pseudonym only. Database access is read-only.
+URIs. Subjects appear by pseudonym only.
 """
 
 from __future__ import annotations
@@ -17,34 +16,21 @@ import io
 import logging
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
 
 import jinja2
 import numpy as np
 from matplotlib.figure import Figure
-from sqlalchemy import Engine, select
 from tqdm import tqdm
 
 from sciatic import __version__
 from sciatic.db.enums import Cohort, QcStatus
-from sciatic.db.models import NerveMetric, Segmentation, SliceMetric
-from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
-from sciatic.evaluation.metrics import slice_spacing_mm
-from sciatic.evaluation.overlay import (
-    STATUS_ORDER,
-    CaseImages,
-    CaseInfo,
-    case_infos,
-    load_case,
-    overlay_png,
-    overlay_png_bytes,
-)
+from sciatic.evaluation.cases import Case
+from sciatic.evaluation.overlay import CaseImages, load_case, overlay_png_bytes
 from sciatic.imaging.picture import LABEL_COLOUR, MASK_COLOUR
-from sciatic.storage import atomic_write
+from sciatic.imaging.volume import slice_spacing_mm
 
-__all__ = ["Case", "CohortRow", "collect_cases", "overlay_png", "render_report", "write_report"]
+__all__ = ["CohortRow", "cohort_rows", "render_report"]
 
 log = logging.getLogger(__name__)
 
@@ -53,38 +39,8 @@ PROGRESS_MIN_CASES = 10  # show a progress bar from this many cases on (on a ter
 COHORT_ORDER = (Cohort.CONTROL, Cohort.PATIENT, Cohort.UNKNOWN)
 STATUS_COLOURS = {"fail": "#c62828", "review": "#ef6c00", "pass": "#2e7d32", "none": "#757575"}
 
-DateLike = dt.date | dt.datetime | str
-
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True, slots=True)
-class Case:
-    """One row of the report: a segmentation, its metrics and its pictures (data URIs)."""
-
-    info: CaseInfo
-    volume_mm3: float | None
-    csa_mean_mm2: float | None
-    csa_median_mm2: float | None
-    csa_max_mm2: float | None
-    csa_by_slice: tuple[tuple[int, float], ...]  # (slice index, CSA mm²) from slice_metric rows
-    csa_plot: str | None = None
-    overlay: str | None = None
-    problem: str | None = None  # why a picture is missing
-
-    @property
-    def status(self) -> str:
-        return self.info.qc_status.value if self.info.qc_status else "none"
-
-    @property
-    def sort_key(self) -> tuple[int, dt.date, str, int]:
-        return (
-            STATUS_ORDER[self.info.qc_status],
-            self.info.study_date or dt.date.min,
-            self.info.pseudonym,
-            self.info.segmentation_id,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,63 +62,6 @@ class CohortRow:
     @property
     def median(self) -> float | None:
         return statistics.median(self.values) if self.values else None
-
-
-def _bound(value: DateLike | None, end: bool) -> dt.datetime | None:
-    """UTC instant of a bound; a date (no time) covers its whole day, so ``until`` is inclusive."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value) if "T" in value or " " in value else dt.date.fromisoformat(value)
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-    day = value + dt.timedelta(days=1) if end else value
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
-def collect_cases(
-    engine: Engine,
-    since: DateLike | None = None,
-    until: DateLike | None = None,
-    model_id: int | None = None,
-) -> list[Case]:
-    """Cases whose segmentation was created in [since, until] (by ``model_id``), worst QC first."""
-    where: list[Any] = []
-    start, stop = _bound(since, end=False), _bound(until, end=True)
-    if start is not None:
-        where.append(Segmentation.created_at >= start)
-    if stop is not None:
-        where.append(Segmentation.created_at < stop)
-    if model_id is not None:
-        where.append(Segmentation.model_version_id == model_id)
-    infos = case_infos(engine, where=tuple(where))
-    ids = [i.segmentation_id for i in infos]
-    with session_scope(engine) as session:
-        nerve = {
-            m.segmentation_id: m
-            for m in session.scalars(select(NerveMetric).where(NerveMetric.segmentation_id.in_(ids)))
-        }
-        slices: dict[int, list[tuple[int, float]]] = {}
-        for row in session.execute(
-            select(SliceMetric.segmentation_id, SliceMetric.slice_index, SliceMetric.csa_mm2)
-            .where(SliceMetric.segmentation_id.in_(ids))
-            .order_by(SliceMetric.segmentation_id, SliceMetric.slice_index)
-        ):
-            slices.setdefault(row[0], []).append((row[1], row[2]))
-    cases = []
-    for info in infos:
-        m = nerve.get(info.segmentation_id)
-        cases.append(
-            Case(
-                info=info,
-                volume_mm3=m.volume_mm3 if m else None,
-                csa_mean_mm2=m.csa_mean_mm2 if m else None,
-                csa_median_mm2=m.csa_median_mm2 if m else None,
-                csa_max_mm2=m.csa_max_mm2 if m else None,
-                csa_by_slice=tuple(slices.get(info.segmentation_id, [])),
-            )
-        )
-    return sorted(cases, key=lambda c: c.sort_key)
 
 
 def cohort_rows(cases: list[Case]) -> list[CohortRow]:
@@ -403,39 +302,3 @@ def render_report(
         overlay_width=REPORT_OVERLAY_WIDTH,
         num=_num,
     )
-
-
-def _selection_text(since: DateLike | None, until: DateLike | None, model_id: int | None) -> str:
-    text = "all segmentations"
-    if since or until:
-        text = "segmentations created" + (f" from {since}" if since else "") + (f" until {until}" if until else "")
-    return text + (f", model id {model_id}" if model_id is not None else "")
-
-
-def write_report(
-    engine: Engine,
-    out_html: Path | str,
-    since: DateLike | None = None,
-    until: DateLike | None = None,
-    model_id: int | None = None,
-    *,
-    progress: bool | None = None,
-) -> Path:
-    """Write the self-contained HTML report of the segmentations created in [since, until].
-
-    ``since`` and ``until`` are dates (``until`` includes its whole day) or
-    datetimes (UTC when naive), or ISO strings of either; ``model_id`` keeps one
-    model's segmentations. A case whose image files cannot be read is listed
-    with the reason instead of its pictures. ``progress`` shows a progress bar
-    (default: from ``PROGRESS_MIN_CASES`` cases on, on a terminal).
-    """
-    cases = collect_cases(engine, since, until, model_id)
-    html = render_report(cases, _selection_text(since, until, model_id), progress=progress).encode("utf-8")
-    out = Path(out_html)
-
-    def write(fp: BinaryIO) -> None:
-        fp.write(html)
-
-    atomic_write(out, write)
-    log.info("report of %d case(s) written to %s", len(cases), out)
-    return out

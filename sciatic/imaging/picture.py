@@ -16,10 +16,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from sciatic.dicom.nifti import read_nifti
 from sciatic.errors import InputRefusedError, ReasonCode
 from sciatic.imaging.montage import MontageLayout, montage
 from sciatic.imaging.normalize import normalize
+from sciatic.imaging.volume import read_volume
 
 MASK_COLOUR = (0.15, 0.4, 1.0)  # blue, as the seed showed predicted ROIs
 MASK_OPACITY = 0.5
@@ -82,13 +82,13 @@ def render_montage_file(volume_path: Path | str, out_png: Path | str, mask_path:
     Raises ``InputRefusedError(GEOMETRY_MISMATCH)`` when the mask's shape or affine
     differs from the volume's.
     """
-    image = read_nifti(volume_path)
+    image = read_volume(volume_path)
     volume = image.data
     if volume.ndim != 3:
         raise InputRefusedError(ReasonCode.MULTI_VOLUME, f"{volume_path} is {volume.ndim}D, a 3D volume is needed")
     mask = None
     if mask_path is not None:
-        mask_image = read_nifti(mask_path)
+        mask_image = read_volume(mask_path)
         mask = mask_image.data
         if mask.shape != volume.shape or not np.allclose(mask_image.affine, image.affine, atol=AFFINE_TOLERANCE_MM):
             raise InputRefusedError(

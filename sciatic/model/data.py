@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
-import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from sciatic.errors import InputRefusedError
 from sciatic.imaging.montage import MontageLayout, montage, unmontage
 from sciatic.imaging.normalize import normalize
+from sciatic.imaging.volume import check_same_grid, read_volume
 from sciatic.model.configs import AugmentConfig, ModelConfig
 
 FloatArray: TypeAlias = npt.NDArray[np.float32]
@@ -29,7 +30,7 @@ MaskArray: TypeAlias = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True)
-class Subject:
+class TrainingCase:
     """One labelled volume: ``(X, Y, Z)`` intensities, a 0/1 mask of the same shape, its affine."""
 
     volume: npt.NDArray[Any]
@@ -38,37 +39,33 @@ class Subject:
     name: str = ""
 
 
-Item: TypeAlias = Subject | tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]] | tuple[str | Path, str | Path]
+Item: TypeAlias = (
+    TrainingCase | tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]] | tuple[str | Path, str | Path]
+)
 
 
-def read_nifti(path: str | Path) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]:
-    """The array (on-disk dtype, scaling applied if any) and affine of a NIfTI file."""
-    img = nib.load(str(path))
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-        raise ValueError(f"{path} is not a NIfTI image")
-    affine = np.asarray(img.affine, dtype=np.float64)
-    return np.asanyarray(img.dataobj), affine
+def as_case(item: Item, name: str = "") -> TrainingCase:
+    """A :class:`TrainingCase` from one, from ``(volume, mask, affine)`` arrays, or from NIfTI paths.
 
-
-def as_subject(item: Item, name: str = "") -> Subject:
-    """A ``Subject`` from a Subject, ``(volume, mask, affine)`` arrays, or ``(volume.nii.gz, mask.nii.gz)`` paths."""
-    if isinstance(item, Subject):
-        subject = item
+    Paths are ``(volume.nii.gz, mask.nii.gz)``; the mask must be on the volume's grid.
+    """
+    if isinstance(item, TrainingCase):
+        case = item
     elif len(item) == 2:
-        volume, affine = read_nifti(item[0])
-        mask, mask_affine = read_nifti(item[1])
-        if not np.allclose(affine, mask_affine, atol=1e-4):
-            raise ValueError(f"{item[1]}: mask affine differs from the volume's")
-        subject = Subject(volume, mask, affine, name or Path(item[0]).name)
+        image, label = read_volume(item[0]), read_volume(item[1])
+        try:
+            check_same_grid(label.shape, label.affine, image.shape, image.affine, names=("mask", "volume"))
+        except InputRefusedError as exc:
+            raise ValueError(f"{item[1]}: mask affine differs from the volume's ({exc.detail})") from exc
+        case = TrainingCase(image.data, label.data, image.affine, name or Path(item[0]).name)
     else:
         volume, mask, affine = item
-        subject = Subject(np.asarray(volume), np.asarray(mask), np.asarray(affine, dtype=np.float64), name)
-    if subject.volume.ndim != 3 or subject.volume.shape != subject.mask.shape:
+        case = TrainingCase(np.asarray(volume), np.asarray(mask), np.asarray(affine, dtype=np.float64), name)
+    if case.volume.ndim != 3 or case.volume.shape != case.mask.shape:
         raise ValueError(
-            f"subject {subject.name!r}: volume {subject.volume.shape} and mask {subject.mask.shape} "
-            "must be the same 3D shape"
+            f"case {case.name!r}: volume {case.volume.shape} and mask {case.mask.shape} must be the same 3D shape"
         )
-    return subject
+    return case
 
 
 # ---------------------------------------------------------------- in-plane orientation
@@ -242,7 +239,7 @@ def augment(
 # ---------------------------------------------------------------- datasets
 
 
-def _prepared(subjects: Sequence[Subject], config: ModelConfig) -> list[tuple[FloatArray, MaskArray]]:
+def _prepared(subjects: Sequence[TrainingCase], config: ModelConfig) -> list[tuple[FloatArray, MaskArray]]:
     """Normalised volumes and 0/1 masks, in the configuration's in-plane orientation."""
     out = []
     for s in subjects:
@@ -283,7 +280,7 @@ class EpochDataset(Dataset[dict[str, torch.Tensor]]):
 class CascadeDataset(EpochDataset):
     """2.5D slices: a down-sampled whole slice for the localiser and a crop near the nerve for the segmenter."""
 
-    def __init__(self, subjects: Sequence[Subject], config: ModelConfig, seed: int) -> None:
+    def __init__(self, subjects: Sequence[TrainingCase], config: ModelConfig, seed: int) -> None:
         super().__init__(config, seed)
         self.data = _prepared(subjects, config)
         self.set_epoch(0)
@@ -327,7 +324,7 @@ class CascadeDataset(EpochDataset):
 class MontageDataset(EpochDataset):
     """Montages of contiguous slices (the seed's input); augmentation is applied to the volume's slices."""
 
-    def __init__(self, subjects: Sequence[Subject], config: ModelConfig, seed: int) -> None:
+    def __init__(self, subjects: Sequence[TrainingCase], config: ModelConfig, seed: int) -> None:
         super().__init__(config, seed)
         self.data = _prepared(subjects, config)
         self.cache: dict[int, tuple[npt.NDArray[Any], npt.NDArray[Any]]] = {}
@@ -373,7 +370,7 @@ def pad_collate(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]
     return out
 
 
-def make_dataset(subjects: Sequence[Subject], config: ModelConfig, seed: int) -> EpochDataset:
+def make_dataset(subjects: Sequence[TrainingCase], config: ModelConfig, seed: int) -> EpochDataset:
     """The training dataset for a configuration's input mode."""
     if config.mode == "cascade":
         return CascadeDataset(subjects, config, seed)

@@ -1,4 +1,4 @@
-"""The shipped phantom model (``models/phantom-cascade.pt``), rebuilt bit for bit from a seed.
+"""The shipped phantom model (``sciatic/model/phantom-cascade.pt``), rebuilt bit for bit from a seed.
 
 ``build_demo_model`` generates synthetic thigh studies with
 ``sciatic.phantom.generate``, converts them with the service's own converter
@@ -12,7 +12,8 @@ same bytes.
 
 Command line (what ``make model`` runs)::
 
-    python -m sciatic.model.demo_model --out models/phantom-cascade.pt --check models/phantom-cascade.sha256
+    python -m sciatic.model.demo_model \
+        --out sciatic/model/phantom-cascade.pt --check sciatic/model/phantom-cascade.sha256
 
 With ``--check`` the model is rebuilt and its sha256 compared with the one
 recorded in the file: exit status 0 when they match, 1 (and a message) when
@@ -35,14 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sciatic.dicom.convert import SeriesStatus, convert_directory
+from sciatic.dicom.convert import ConversionStatus, convert_directory
 from sciatic.model.checkpoint import release_checkpoint
 from sciatic.model.configs import ModelConfig, get_config
 from sciatic.model.data import Item
 from sciatic.model.train import TrainResult, train
 from sciatic.phantom import PhantomOptions, SubjectRecord, generate
 
-DEFAULT_OUT = Path("models/phantom-cascade.pt")
+DEFAULT_OUT = Path("sciatic/model/phantom-cascade.pt")
 DEFAULT_SUBJECTS = 40
 DEFAULT_SEED = 11  # phantom subjects, the train/validation split and training all follow from it
 DEFAULT_EPOCHS = 15
@@ -94,7 +95,7 @@ def phantom_cases(
     converted = {
         s.series_instance_uid: s.output
         for s in report.series
-        if s.status is SeriesStatus.CONVERTED and s.output is not None
+        if s.status is ConversionStatus.CONVERTED and s.output is not None
     }
     cases = []
     for record in manifest.subjects:

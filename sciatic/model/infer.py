@@ -96,6 +96,17 @@ def load_model(path: str | Path, expected_sha256: str | None, device: str | torc
     )
 
 
+_loaded: dict[tuple[str, str], ModelBundle] = {}
+
+
+def cached_model(path: str | Path, sha256: str, device: str | torch.device = "auto") -> ModelBundle:
+    """:func:`load_model`, once per process for each checkpoint (by sha256) and device."""
+    key = (sha256, str(device))
+    if key not in _loaded:
+        _loaded[key] = load_model(path, sha256, device)
+    return _loaded[key]
+
+
 class BatchRunner:
     """Runs a network over ``(N, C, H, W)`` in batches; on CUDA out-of-memory halves the batch and retries.
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,10 +23,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from sciatic.evaluation.qc import FAILURE_DICE, dice
+from sciatic.evaluation.qc import dice
+from sciatic.evaluation.thresholds import FAILURE_DICE
 from sciatic.model.checkpoint import save_checkpoint
 from sciatic.model.configs import ModelConfig
-from sciatic.model.data import EpochDataset, Item, Subject, as_subject, make_dataset, pad_collate
+from sciatic.model.data import EpochDataset, Item, TrainingCase, as_case, make_dataset, pad_collate
 from sciatic.model.infer import ModelBundle, resolve_device, segment_volume
 from sciatic.model.unet import Cascade, build_model
 
@@ -142,25 +144,69 @@ def train_one_epoch(
     return total / max(count, 1)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Dice of one model on labelled cases, and the seed's failure statistics."""
+
+    dice: dict[str, float]  # case name -> Dice against its label
+    mean_dice: float
+    failure_rate: float  # share of cases with Dice below the failure threshold
+    mean_dice_when_working: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean_dice": self.mean_dice,
+            "failure_rate": self.failure_rate,
+            "mean_dice_when_working": self.mean_dice_when_working,
+            "dice": dict(self.dice),
+        }
+
+
 @torch.inference_mode()
+def score_cases(
+    bundle: ModelBundle,
+    cases: Sequence[TrainingCase],
+    failure_dice: float = FAILURE_DICE,
+    keep_largest_component: bool = True,
+) -> Evaluation:
+    """Segment each case through the inference path and score it against its mask.
+
+    The one evaluation loop: validation during training and the champion /
+    challenger comparison of retraining both use it.
+    """
+    if not cases:
+        raise ValueError("no cases to evaluate")
+    scores = {
+        case.name: float(
+            dice(
+                segment_volume(bundle, case.volume, case.affine, keep_largest_component=keep_largest_component).mask,
+                case.mask,
+            )
+        )
+        for case in cases
+    }
+    values = list(scores.values())
+    working = [d for d in values if d >= failure_dice]
+    return Evaluation(
+        dice=scores,
+        mean_dice=sum(values) / len(values),
+        failure_rate=1 - len(working) / len(values),
+        mean_dice_when_working=sum(working) / len(working) if working else None,
+    )
+
+
 def evaluate(
     model: nn.Module,
     config: ModelConfig,
-    subjects: Sequence[Subject],
+    cases: Sequence[TrainingCase],
     device: torch.device,
     keep_largest_component: bool = True,
+    failure_dice: float = FAILURE_DICE,
 ) -> dict[str, float]:
-    """Mean validation Dice and failure rate (Dice < 0.05) through the inference path."""
+    """Mean validation Dice and failure rate of a network being trained."""
     bundle = ModelBundle(model=model, config=config, device=device)
-    scores = []
-    for subject in subjects:
-        result = segment_volume(bundle, subject.volume, subject.affine, keep_largest_component=keep_largest_component)
-        scores.append(dice(result.mask, subject.mask))
-    values = np.asarray(scores, dtype=np.float64)
-    return {
-        "val_dice": float(values.mean()),
-        "val_failure_rate": float((values < FAILURE_DICE).mean()),
-    }
+    result = score_cases(bundle, cases, failure_dice, keep_largest_component)
+    return {"val_dice": result.mean_dice, "val_failure_rate": result.failure_rate}
 
 
 def _seed_everything(seed: int) -> None:
@@ -181,10 +227,11 @@ def train(
     num_workers: int = 0,
     max_seconds: float | None = None,
     max_steps: int | None = None,
+    failure_dice: float = FAILURE_DICE,
 ) -> TrainResult:
     """Train ``config`` and write the best-validation-Dice checkpoint to ``out_dir/model.pt``.
 
-    Items are ``Subject``s, ``(volume, mask, affine)`` arrays or
+    Items are ``TrainingCase``s, ``(volume, mask, affine)`` arrays or
     ``(volume.nii.gz, mask.nii.gz)`` paths. Training stops after ``epochs``,
     or earlier when validation Dice has not improved for ``config.patience``
     epochs (when > 0), or after the optimiser step during which ``max_seconds``
@@ -206,8 +253,8 @@ def train(
     target = resolve_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train_subjects = [as_subject(item, f"train{i}") for i, item in enumerate(train_items)]
-    val_subjects = [as_subject(item, f"val{i}") for i, item in enumerate(val_items)]
+    train_subjects = [as_case(item, f"train{i}") for i, item in enumerate(train_items)]
+    val_subjects = [as_case(item, f"val{i}") for i, item in enumerate(val_items)]
 
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     warn_only_before = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -246,7 +293,7 @@ def train(
             dataset.set_epoch(epoch)
             steps_before = budget.steps
             loss = train_one_epoch(model, config, loader, optimizer, scheduler, scaler, target, epoch, progress, budget)
-            metrics = {"train_loss": loss, **evaluate(model, config, val_subjects, target)}
+            metrics = {"train_loss": loss, **evaluate(model, config, val_subjects, target, failure_dice=failure_dice)}
             history.append({"epoch": float(epoch), **metrics, "steps": float(budget.steps)})
             if not best or metrics["val_dice"] > best["val_dice"]:
                 best, best_epoch, stale = metrics, epoch, 0

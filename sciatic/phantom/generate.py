@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from sciatic.db.enums import Cohort
-from sciatic.dicom.nifti import Volume, write_nifti
+from sciatic.imaging.volume import Volume, write_volume
 from sciatic.phantom.acquisition import acquire, draw_acquisition
 from sciatic.phantom.anatomy import draw_anatomy
 from sciatic.phantom.cohort import HardCase, SubjectPlan, draw_nerve_csa, plan_subjects
@@ -153,7 +153,7 @@ def label_volume(mask: NDArray[np.bool_], geometry: SeriesGeometry) -> NDArray[n
 
 def write_label(path: Path, mask: NDArray[np.bool_], geometry: SeriesGeometry) -> None:
     """Write the nerve mask as uint8 NIfTI with the converted volume's affine (reproducible bytes)."""
-    write_nifti(Volume(label_volume(mask, geometry), geometry.affine()), path)
+    write_volume(Volume(label_volume(mask, geometry), geometry.affine()), path)
 
 
 def _identity(

@@ -1,6 +1,6 @@
 """The segmentation step: one series volume + one model version -> a mask NIfTI and a row.
 
-The model is loaded once per process (cached by checkpoint sha256 and device)
+The model is loaded once per process (``sciatic.model.infer.cached_model``)
 so that a batch of series pays the load once. Re-running for the same series
 and model is a no-op unless forced; a forced re-run replaces the mask and drops
 the metrics and QC that were computed from the old one.
@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, delete, select
 
 from sciatic.config import Settings
-from sciatic.db import audit
+from sciatic.db import audit, queries
 from sciatic.db.enums import SeriesStatus
 from sciatic.db.models import NerveMetric, QcResult, Segmentation, Series, SliceMetric
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
+from sciatic.layout import DataLayout
 from sciatic.model import registry
 
-if TYPE_CHECKING:
-    from sciatic.model.infer import ModelBundle
+__all__ = ["SeriesNotSegmentableError", "pending_series", "segment_series"]
 
 log = logging.getLogger(__name__)
 STEP = "segment"
-_bundles: dict[tuple[str, str], ModelBundle] = {}
 
 
 class SeriesNotSegmentableError(SciaticError):
@@ -38,40 +35,18 @@ class SeriesNotSegmentableError(SciaticError):
     """
 
 
-def load_bundle(checkpoint: str, sha256: str, device: str) -> ModelBundle:
-    """The verified model, loaded once per process and device."""
-    from sciatic.model.infer import load_model
-
-    key = (sha256, device)
-    if key not in _bundles:
-        _bundles[key] = load_model(checkpoint, sha256, device)
-    return _bundles[key]
-
-
-def mask_path(settings: Settings, series: Series, model_name: str) -> Path:
-    return settings.dir("results") / series.series_instance_uid / f"v{series.version}" / model_name / "mask.nii.gz"
-
-
 def pending_series(engine: Engine) -> list[int]:
     """Converted, current series that the production model has not segmented yet."""
     with session_scope(engine) as session:
-        model = registry.production(session)
-        done = select(Segmentation.series_id).where(Segmentation.model_version_id == model.id)
-        return list(
-            session.scalars(
-                select(Series.id)
-                .where(Series.status == SeriesStatus.CONVERTED, Series.id.not_in(done))
-                .order_by(Series.id)
-            )
-        )
+        return queries.pending_series(session, registry.production(session).id)
 
 
 def segment_series(
     settings: Settings, engine: Engine, series_id: int, model_id: int | None = None, force: bool = False
 ) -> int:
     """Segment one series; return the segmentation id."""
-    from sciatic.dicom.nifti import Volume, read_nifti, write_nifti
-    from sciatic.model.infer import segment_volume
+    from sciatic.imaging.volume import Volume, read_volume, write_volume
+    from sciatic.model.infer import cached_model, segment_volume
     from sciatic.storage import sha256_file
 
     with session_scope(engine) as session:
@@ -86,7 +61,7 @@ def segment_series(
         if existing is not None and not force:
             log.info("series %s already segmented by %s (segmentation %s)", series_id, model.name, existing.id)
             return existing.id
-        target = mask_path(settings, series, model.name)
+        target = DataLayout.of(settings).mask(series.series_instance_uid, series.version, model.name)
         volume_path, volume_sha = series.volume_path, series.volume_sha256
         checkpoint, checkpoint_sha, model_name, version_id = (
             model.checkpoint_path,
@@ -97,17 +72,15 @@ def segment_series(
     start = time.perf_counter()
     if volume_sha and sha256_file(volume_path) != volume_sha:
         raise SciaticError(f"volume {volume_path} of series {series_id} changed since conversion (sha256 differs)")
-    bundle = load_bundle(checkpoint, checkpoint_sha, settings.device)
-    volume = read_nifti(volume_path)
+    bundle = cached_model(checkpoint, checkpoint_sha, settings.device)
+    volume = read_volume(volume_path)
     result = segment_volume(
         bundle,
         volume.data,
         volume.affine,
-        batch_size=settings.inference_batch_size,
         keep_largest_component=settings.keep_largest_component,
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    mask_sha = write_nifti(Volume(result.mask, volume.affine), target)
+    mask_sha = write_volume(Volume(result.mask, volume.affine), target)
     total = time.perf_counter() - start
     with session_scope(engine) as session:
         row = session.scalars(

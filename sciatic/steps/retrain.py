@@ -16,19 +16,23 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, func, select
 
 from sciatic.config import Settings
-from sciatic.db import audit
-from sciatic.db.enums import SeriesStatus, TrainingDecision
-from sciatic.db.models import ManualLabel, Series, Study, Subject, TrainingRun, utcnow
+from sciatic.db import audit, queries
+from sciatic.db.enums import TrainingDecision
+from sciatic.db.models import ManualLabel, TrainingRun, utcnow
+from sciatic.db.queries import LabelledSeries
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
+from sciatic.layout import DataLayout
 from sciatic.model import registry
+
+if TYPE_CHECKING:
+    from sciatic.model.train import Evaluation
 
 log = logging.getLogger(__name__)
 STEP = "retrain"
@@ -43,22 +47,6 @@ class NotEnoughLabelsError(SciaticError):
     Recovery: import more manual labels (``sciatic labels import``); training
     needs at least three labelled subjects (train, validation, test).
     """
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    dice: dict[int, float]  # series id -> Dice against its label
-    mean_dice: float
-    failure_rate: float
-    mean_dice_when_working: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mean_dice": self.mean_dice,
-            "failure_rate": self.failure_rate,
-            "mean_dice_when_working": self.mean_dice_when_working,
-            "dice": {str(k): v for k, v in self.dice.items()},
-        }
 
 
 def split_subjects(cohorts: dict[int, str], seed: int) -> dict[str, list[int]]:
@@ -99,21 +87,9 @@ def retrain_due(settings: Settings, engine: Engine) -> bool:
     return labels_since_last_run(engine) >= settings.retrain_min_new_labels
 
 
-def _labelled_series(engine: Engine) -> dict[int, tuple[int, str, str, str]]:
-    """series id -> (subject id, cohort, volume path, label mask path) for current labelled series."""
+def _labelled_series(engine: Engine) -> dict[int, LabelledSeries]:
     with session_scope(engine) as session:
-        rows = session.execute(
-            select(Series.id, Subject.id, Subject.cohort, Series.volume_path, ManualLabel.mask_path)
-            .join(Study, Study.id == Series.study_id)
-            .join(Subject, Subject.id == Study.subject_id)
-            .join(ManualLabel, ManualLabel.series_id == Series.id)
-            .where(Series.status == SeriesStatus.CONVERTED)
-            .order_by(Series.id, ManualLabel.id)
-        ).all()
-    out: dict[int, tuple[int, str, str, str]] = {}
-    for series_id, subject_id, cohort, volume, label in rows:
-        out.setdefault(series_id, (subject_id, str(cohort), str(volume), str(label)))  # first label per series
-    return out
+        return queries.labelled_series(session)
 
 
 def start_training_run(settings: Settings, engine: Engine, trigger: str, config_name: str | None = None) -> int:
@@ -121,10 +97,10 @@ def start_training_run(settings: Settings, engine: Engine, trigger: str, config_
     from sciatic.model.configs import config_to_dict, get_config
 
     labelled = _labelled_series(engine)
-    cohorts = {subject: cohort for subject, cohort, _, _ in labelled.values()}
+    cohorts = {item.subject_id: item.cohort for item in labelled.values()}
     parts = split_subjects(cohorts, settings.train_seed)
     split = {
-        part: sorted(sid for sid, (subject, *_rest) in labelled.items() if subject in subjects)
+        part: sorted(sid for sid, item in labelled.items() if item.subject_id in subjects)
         for part, subjects in parts.items()
     }
     split["subjects"] = parts  # type: ignore[assignment]
@@ -172,9 +148,9 @@ def train_challenger(
     labelled = _labelled_series(engine)
 
     def items(part: str) -> list[tuple[str, str]]:
-        return [(labelled[s][2], labelled[s][3]) for s in split[part] if s in labelled]
+        return [(labelled[s].volume_path, labelled[s].label_path) for s in split[part] if s in labelled]
 
-    out_dir = settings.dir("model") / f"run-{training_run_id:04d}"
+    out_dir = DataLayout.of(settings).training_run(training_run_id)
     result = train(
         config,
         items("train"),
@@ -184,6 +160,7 @@ def train_challenger(
         seed=seed,
         device=settings.device,
         progress=progress,
+        failure_dice=settings.failure_dice,
     )
     with session_scope(engine) as session:
         version = registry.register(
@@ -213,31 +190,16 @@ def train_challenger(
 
 def evaluate_model(settings: Settings, engine: Engine, model_id: int, series_ids: list[int]) -> Evaluation:
     """Dice of one model against the first label of each series (the model's masks are not stored)."""
-    from sciatic.dicom.nifti import read_nifti
-    from sciatic.evaluation.qc import dice
-    from sciatic.model.infer import segment_volume
-    from sciatic.segment import load_bundle
+    from sciatic.model.data import as_case
+    from sciatic.model.infer import cached_model
+    from sciatic.model.train import score_cases
 
     labelled = _labelled_series(engine)
     with session_scope(engine) as session:
         model = registry.get(session, model_id)
-        bundle = load_bundle(model.checkpoint_path, model.checkpoint_sha256, settings.device)
-    scores: dict[int, float] = {}
-    for series_id in series_ids:
-        _, _, volume_path, label_path = labelled[series_id]
-        volume = read_nifti(volume_path)
-        result = segment_volume(
-            bundle, volume.data, volume.affine, keep_largest_component=settings.keep_largest_component
-        )
-        scores[series_id] = float(dice(result.mask, read_nifti(label_path).data))
-    values = list(scores.values())
-    working = [d for d in values if d >= settings.failure_dice]
-    return Evaluation(
-        dice=scores,
-        mean_dice=sum(values) / len(values),
-        failure_rate=1 - len(working) / len(values),
-        mean_dice_when_working=sum(working) / len(working) if working else None,
-    )
+        bundle = cached_model(model.checkpoint_path, model.checkpoint_sha256, settings.device)
+    cases = [as_case((labelled[s].volume_path, labelled[s].label_path), name=str(s)) for s in series_ids]
+    return score_cases(bundle, cases, settings.failure_dice, settings.keep_largest_component)
 
 
 def evaluate_and_decide(settings: Settings, engine: Engine, training_run_id: int) -> TrainingDecision:

@@ -6,9 +6,9 @@ Celery workers, one serving the queue ``default`` and one serving ``gpu``. The
 broker is Redis, the metadata database and Celery result backend PostgreSQL.
 Everything Airflow writes lives in one ``AIRFLOW_HOME``.
 
-    python -m sciatic.airflow_stack up     # start, wait until healthy, print the UI address
-    python -m sciatic.airflow_stack down   # stop what ``up`` started
-    python -m sciatic.airflow_stack status
+    python -m tools.airflow_stack up     # start, wait until healthy, print the UI address
+    python -m tools.airflow_stack down   # stop what ``up`` started
+    python -m tools.airflow_stack status
 
 The UI runs without login (``simple_auth_manager_all_admins``) and listens on
 127.0.0.1 only: a development stack, not a deployment.
@@ -222,7 +222,7 @@ class AirflowStack:
             env = dict(self.env)
             if name.startswith("worker-"):
                 env[WORKER_NAME_ENV] = name.removeprefix("worker-")
-                env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "sciatic.airflow_stack.worker_hostname"
+                env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "tools.airflow_stack.worker_hostname"
             with open(self.log_dir / f"{name}.log", "ab") as log:
                 self.processes[name] = subprocess.Popen(
                     command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -393,7 +393,7 @@ def stop_recorded(home: Path, grace: float = 20.0) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sciatic.airflow_stack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.airflow_stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("SCIATIC_AIRFLOW_HOME", DEFAULT_HOME)))
     parser.add_argument("--metadata-url", default=os.environ.get("SCIATIC_AIRFLOW_METADATA_URL", DEFAULT_METADATA_URL))
@@ -430,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sciatic airflow stack: {exc}", file=sys.stderr)
         return 1
     print(f"Airflow UI: {config.base_url}  (AIRFLOW_HOME={home}; logs in {stack.log_dir})")
-    print("DAGs start paused: unpause them in the UI. Stop with: python -m sciatic.airflow_stack down")
+    print("DAGs start paused: unpause them in the UI. Stop with: python -m tools.airflow_stack down")
     return 0
 
 

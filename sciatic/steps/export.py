@@ -5,36 +5,30 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Engine
 
-from sciatic.config import get_settings
-from sciatic.db import audit
-from sciatic.db.models import DicomInstance, ModelVersion, Segmentation, Series
-from sciatic.db.session import default_engine, session_scope
+from sciatic.config import Settings
+from sciatic.db import audit, queries
+from sciatic.db.models import ModelVersion, Segmentation
+from sciatic.db.session import session_scope
 from sciatic.dicom.seg import SegExport, export_seg
 from sciatic.errors import SciaticError
 
 log = logging.getLogger(__name__)
 
 
-def source_files(series_id: int) -> list[Path]:
-    """The archived DICOM files of a series (the instances its volume was made from)."""
-    with session_scope(default_engine()) as session:
-        series = session.get(Series, series_id)
-        if series is None:
-            raise SciaticError(f"no series with id {series_id}")
-        paths = session.scalars(
-            select(DicomInstance.archive_path).where(DicomInstance.series_instance_uid == series.series_instance_uid)
-        ).all()
-    return [Path(p) for p in paths if p]
+__all__ = ["export_segmentation"]
+
+STEP = "export"
 
 
-def export_segmentation(segmentation_id: int, out: str | Path, send: bool = False) -> SegExport:
-    from sciatic.dicom.nifti import read_nifti
+def export_segmentation(
+    settings: Settings, engine: Engine, segmentation_id: int, out: str | Path, send: bool = False
+) -> SegExport:
+    """Write one segmentation as a DICOM SEG referencing its source images; ``send`` it to the PACS too."""
     from sciatic.dicom.scu import send as send_files
+    from sciatic.imaging.volume import read_volume
 
-    settings = get_settings()
-    engine = default_engine()
     with session_scope(engine) as session:
         segmentation = session.get(Segmentation, segmentation_id)
         if segmentation is None:
@@ -47,21 +41,20 @@ def export_segmentation(segmentation_id: int, out: str | Path, send: bool = Fals
             model.name,
             model.checkpoint_sha256,
         )
-    mask = read_nifti(mask_path)
-    result = export_seg(
-        mask.data, mask.affine, source_files(series_id), out, model_name=model_name, model_version=model_sha[:16]
-    )
+        sources = queries.source_files(session, series_id)
+    mask = read_volume(mask_path)
+    result = export_seg(mask.data, mask.affine, sources, out, model_name=model_name, model_version=model_sha[:16])
     with session_scope(engine) as session:
         audit.record(
             session,
-            "export",
+            STEP,
             "seg_written",
             "segmentation",
             segmentation_id,
             path=str(result.path),
             sop_instance_uid=result.sop_instance_uid,
         )
-    if send or settings.send_seg:
+    if send:
         if not settings.pacs_host:
             raise SciaticError("no PACS configured: set SCIATIC_PACS_HOST (and _PORT, _AE_TITLE)")
         report = send_files(
@@ -74,7 +67,7 @@ def export_segmentation(segmentation_id: int, out: str | Path, send: bool = Fals
         with session_scope(engine) as session:
             audit.record(
                 session,
-                "export",
+                STEP,
                 "seg_sent",
                 "segmentation",
                 segmentation_id,

@@ -40,14 +40,15 @@ from sciatic.config import Settings
 from sciatic.db import audit
 from sciatic.db.enums import Cohort, InstanceState, SeriesStatus
 from sciatic.db.models import DicomInstance, DuplicateFile, Quarantine, Series, Study, Subject, utcnow
+from sciatic.db.pseudonym import pseudonymise
 from sciatic.db.session import session_scope
 from sciatic.dicom.convert import load_volume
-from sciatic.dicom.nifti import Volume, write_nifti
 from sciatic.dicom.scan import DicomHeader, read_header
 from sciatic.dicom.series import CompletenessState, SeriesPlan, check_completeness, plan_series
 from sciatic.errors import InputRefusedError, ReasonCode
-from sciatic.faults import checkpoint
-from sciatic.pseudonym import pseudonymise
+from sciatic.faults import crash_point
+from sciatic.imaging.volume import Volume, write_volume
+from sciatic.layout import DataLayout
 from sciatic.storage import move_file, sha256_file
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ ABANDONED_AFTER_SECONDS = 24 * 3600  # a temporary file untouched this long is q
 INCOMPLETE_GIVE_UP_FACTOR = 30  # convert anyway after quiet period x this, noting the shortfall
 BATCH = 200  # files per database transaction while indexing
 READ_WHOLE_FILE_BYTES = 64 * 1024**2  # smaller files are hashed and parsed from one read
-DUPLICATES_DIR = "_duplicates"
 COHORT_PATTERN = re.compile(r"\bcohort\s*=\s*(control|patient)\b", re.IGNORECASE)
 
 
@@ -103,7 +103,7 @@ def pass_lock(engine: Engine, settings: Settings) -> Iterator[bool]:
                     connection.commit()
         return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.data_dir / "ingest.lock", "a+b") as handle:
+    with open(DataLayout.of(settings).ingest_lock(), "a+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -150,7 +150,7 @@ def finish_pending_moves(engine: Engine) -> int:
             inst.state = InstanceState.ARCHIVED
             inst.archived_at = utcnow()
             done += 1
-    checkpoint("moves finished")
+    crash_point("moves finished")
     return done
 
 
@@ -228,7 +228,7 @@ def _examine(
     digest, data = _hash(path, stat.st_size)
     header: DicomHeader | InputRefusedError
     try:
-        header = read_header(path, data)  # the bytes just hashed, when they were kept
+        header = read_header(path, data, fast=settings.fast_header_reader)  # the bytes just hashed, if kept
     except InputRefusedError as exc:
         header = exc
     after = path.lstat()
@@ -302,9 +302,7 @@ def _record_batch(
                 )
                 session.add(duplicate)
                 session.flush()  # the row id makes the stored name unique
-                duplicate.stored_path = str(
-                    settings.dir("archive") / DUPLICATES_DIR / f"{duplicate.id}_{found.path.name}"
-                )
+                duplicate.stored_path = str(DataLayout.of(settings).duplicate(duplicate.id, found.path.name))
                 report.duplicates += 1
             else:
                 detail = (
@@ -325,7 +323,7 @@ def _record_batch(
                 report.quarantined += 1
         _insert_instances(session, new_rows)
         audit.record(session, STEP, "indexed_batch", files=len(batch))
-    checkpoint("batch recorded")
+    crash_point("batch recorded")
     finish_pending_moves(engine)
 
 
@@ -359,7 +357,7 @@ def _quarantine(
     )
     session.add(row)
     session.flush()  # the row id makes the quarantined name unique
-    row.quarantine_path = str(settings.dir("quarantine") / reason.value / f"{row.id}_{found.path.name}")
+    row.quarantine_path = str(DataLayout.of(settings).quarantined(reason, row.id, found.path.name))
     log.warning("quarantined %s: %s: %s", found.path, reason.value, detail)
 
 
@@ -395,7 +393,7 @@ def _convert_series(settings: Settings, engine: Engine, series_uid: str, quiet: 
     for instance in instances:
         location = instance.archive_path if instance.state is InstanceState.ARCHIVED else instance.drop_path
         try:
-            headers.append(read_header(Path(location or instance.drop_path)))
+            headers.append(read_header(Path(location or instance.drop_path), fast=settings.fast_header_reader))
         except InputRefusedError as exc:  # readable when indexed, not now: keep the series on record
             refusal = InputRefusedError(exc.reason, f"instance {instance.sop_instance_uid}: {exc.detail}")
     completeness = check_completeness(headers) if headers else None
@@ -426,10 +424,9 @@ def _convert_series(settings: Settings, engine: Engine, series_uid: str, quiet: 
     volume_path: Path | None = None
     volume_sha: str | None = None
     if volume is not None:
-        volume_path = settings.dir("volumes") / study_uid / series_uid / f"v{version}.nii.gz"
-        volume_path.parent.mkdir(parents=True, exist_ok=True)
-        volume_sha = write_nifti(volume, volume_path)
-        checkpoint("volume written")
+        volume_path = DataLayout.of(settings).volume(study_uid, series_uid, version)
+        volume_sha = write_volume(volume, volume_path)
+        crash_point("volume written")
     with session_scope(engine) as session:
         study = _get_or_create_study(session, settings, study_uid, first)
         series = Series(
@@ -459,11 +456,11 @@ def _convert_series(settings: Settings, engine: Engine, series_uid: str, quiet: 
             old.status = SeriesStatus.SUPERSEDED
             report.superseded.append(series.id)
             audit.record(session, STEP, "superseded", "series", old.id, by=series.id)
-        archive = settings.dir("archive") / study_uid / series_uid
+        layout = DataLayout.of(settings)
         for instance in session.scalars(select(DicomInstance).where(DicomInstance.series_instance_uid == series_uid)):
             instance.series_id = series.id
             if instance.state is InstanceState.INDEXED:
-                instance.archive_path = str(archive / f"{instance.sop_instance_uid}.dcm")
+                instance.archive_path = str(layout.archived_instance(study_uid, series_uid, instance.sop_instance_uid))
                 instance.state = InstanceState.ARCHIVING
         if series.status is SeriesStatus.CONVERTED:
             report.converted.append(series.id)
@@ -473,7 +470,7 @@ def _convert_series(settings: Settings, engine: Engine, series_uid: str, quiet: 
             reason = series.refusal_reason.value if series.refusal_reason else None
             audit.record(session, STEP, "refused", "series", series.id, reason=reason, detail=series.refusal_detail)
             log.warning("series %s refused: %s", series_uid, series.refusal_detail)
-    checkpoint("series recorded")
+    crash_point("series recorded")
     finish_pending_moves(engine)
 
 

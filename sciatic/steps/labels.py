@@ -16,18 +16,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 from sqlalchemy import Engine, select
 
 from sciatic.config import Settings
-from sciatic.db import audit
-from sciatic.db.enums import LabelFormat, SeriesStatus
-from sciatic.db.models import ManualLabel, Quarantine, Series, utcnow
+from sciatic.db import audit, queries
+from sciatic.db.enums import LabelFormat
+from sciatic.db.models import ManualLabel, Quarantine, utcnow
 from sciatic.db.session import session_scope
 from sciatic.errors import InputRefusedError, ReasonCode
+from sciatic.imaging.volume import Volume, check_same_grid, read_mask, read_volume, write_volume
+from sciatic.layout import DataLayout
 from sciatic.storage import sha256_file
 
 log = logging.getLogger(__name__)
@@ -92,26 +92,19 @@ def _identify(path: Path) -> tuple[str, str, LabelFormat] | None:
     return reference.referenced_series_instance_uid, rater or DEFAULT_RATER, LabelFormat.DICOM_SEG
 
 
-def _read_mask(path: Path, kind: LabelFormat, series_id: int) -> tuple[NDArray[Any], NDArray[np.float64]]:
-    from sciatic.dicom.nifti import read_nifti
-
+def _read_label(path: Path, kind: LabelFormat, series_id: int, engine: Engine) -> Volume:
+    """The label's mask with the affine it declares (checked against the volume's grid by the caller)."""
     if kind is LabelFormat.DICOM_SEG:
         from sciatic.dicom.seg import read_seg
-        from sciatic.export import source_files
 
-        seg = read_seg(path, source_files(series_id))
-        return seg.data, seg.affine
-    try:
-        label = read_nifti(path)
-    except Exception as exc:  # nibabel raises many types for a broken file
-        raise InputRefusedError(ReasonCode.UNREADABLE_FILE, f"{path.name} is not a readable NIfTI file: {exc}") from exc
-    data = label.data[..., 0] if label.data.ndim == 4 and label.data.shape[3] == 1 else label.data
-    return data, label.affine
+        with session_scope(engine) as session:
+            sources = queries.source_files(session, series_id)
+        return read_seg(path, sources)
+    return read_mask(path)
 
 
 def _import_one(settings: Settings, engine: Engine, path: Path, report: LabelReport) -> None:
-    from sciatic.dicom.nifti import Volume, read_nifti, write_nifti
-    from sciatic.evaluation.qc import check_same_grid
+    from sciatic.imaging.volume import Volume
 
     identified = _identify(path)
     if identified is None:
@@ -119,11 +112,7 @@ def _import_one(settings: Settings, engine: Engine, path: Path, report: LabelRep
     series_uid, rater, kind = identified
     digest = sha256_file(path)
     with session_scope(engine) as session:
-        series = session.scalars(
-            select(Series)
-            .where(Series.series_instance_uid == series_uid, Series.status == SeriesStatus.CONVERTED)
-            .order_by(Series.version.desc())
-        ).first()
+        series = queries.current_series(session, series_uid)
         if series is None:
             report.waiting.append(str(path))
             return
@@ -137,13 +126,12 @@ def _import_one(settings: Settings, engine: Engine, path: Path, report: LabelRep
             return
         assert series.volume_path is not None
         series_id, volume_path, version = series.id, series.volume_path, series.version
-    data, affine = _read_mask(path, kind, series_id)
-    volume = read_nifti(volume_path)
-    check_same_grid(data.shape, affine, volume.shape, volume.affine)
-    mask = (np.asarray(data) > 0).astype(np.uint8)
-    target = settings.dir("results") / "labels" / series_uid / f"v{version}" / f"{rater}-{digest[:12]}.nii.gz"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    mask_sha = write_nifti(Volume(mask, volume.affine), target)
+    label = _read_label(path, kind, series_id, engine)
+    volume = read_volume(volume_path)
+    check_same_grid(label.shape, label.affine, volume.shape, volume.affine, names=("label", "series volume"))
+    mask = (np.asarray(label.data) > 0).astype(np.uint8)
+    target = DataLayout.of(settings).label_mask(series_uid, version, rater, digest)
+    mask_sha = write_volume(Volume(mask, volume.affine), target)
     with session_scope(engine) as session:
         row = ManualLabel(
             series_id=series_id,

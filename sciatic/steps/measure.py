@@ -1,0 +1,83 @@
+"""The measure step: slice and nerve metrics of one segmentation, stored as rows.
+
+Computed from the mask and volume files (on the same grid, checked) and
+written in one transaction that replaces earlier rows, so the step is
+idempotent. The QC step (``sciatic.steps.qc``) reads these rows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine, delete
+
+from sciatic.db import audit
+from sciatic.db.models import NerveMetric, Segmentation, Series, SliceMetric
+from sciatic.db.session import session_scope
+from sciatic.errors import SciaticError
+from sciatic.evaluation.metrics import NerveMetrics, nerve_metrics
+from sciatic.imaging.volume import check_same_grid, read_volume
+
+__all__ = ["compute_metrics", "measure"]
+
+log = logging.getLogger(__name__)
+STEP = "measure"
+
+
+def compute_metrics(engine: Engine, segmentation_id: int) -> NerveMetrics:
+    """Metrics of one stored segmentation, from its mask and its series volume."""
+    with session_scope(engine) as session:
+        segmentation = session.get(Segmentation, segmentation_id)
+        if segmentation is None:
+            raise SciaticError(f"no segmentation with id {segmentation_id}")
+        series = session.get(Series, segmentation.series_id)
+        assert series is not None and series.volume_path is not None
+        mask_file, volume_file = segmentation.mask_path, series.volume_path
+    mask, volume = read_volume(mask_file), read_volume(volume_file)
+    check_same_grid(mask.shape, mask.affine, volume.shape, volume.affine)
+    return nerve_metrics(mask.data, mask.affine, volume.data)
+
+
+def measure(engine: Engine, segmentation_id: int) -> None:
+    """Store slice and nerve metrics of one segmentation, replacing any earlier ones."""
+    metrics = compute_metrics(engine, segmentation_id)
+    s = metrics.series
+    with session_scope(engine) as session:
+        session.execute(delete(SliceMetric).where(SliceMetric.segmentation_id == segmentation_id))
+        session.execute(delete(NerveMetric).where(NerveMetric.segmentation_id == segmentation_id))
+        for m in metrics.slices:
+            x, y, z = m.centroid_ras_mm if m.centroid_ras_mm is not None else (None, None, None)
+            session.add(
+                SliceMetric(
+                    segmentation_id=segmentation_id,
+                    slice_index=m.slice_index,
+                    csa_mm2=m.area_mm2,
+                    centroid_x_mm=x,
+                    centroid_y_mm=y,
+                    centroid_z_mm=z,
+                    signal_mean=m.signal_mean,
+                    signal_sd=m.signal_sd,
+                    n_components=m.n_components,
+                )
+            )
+        session.add(
+            NerveMetric(
+                segmentation_id=segmentation_id,
+                volume_mm3=s.volume_mm3,
+                csa_mean_mm2=s.csa_mean_mm2,
+                csa_median_mm2=s.csa_median_mm2,
+                csa_max_mm2=s.csa_max_mm2,
+                covered_length_mm=s.covered_length_mm,
+                signal_mean=s.signal_mean,
+                n_slices_with_nerve=s.n_nerve_slices,
+                n_components_3d=s.n_components_3d,
+            )
+        )
+        audit.record(session, STEP, "measured", "segmentation", segmentation_id, volume_mm3=round(s.volume_mm3, 1))
+    log.info(
+        "segmentation %s: volume %.0f mm³, mean CSA %s mm² over %d slices",
+        segmentation_id,
+        s.volume_mm3,
+        "-" if s.csa_mean_mm2 is None else f"{s.csa_mean_mm2:.1f}",
+        s.n_nerve_slices,
+    )
