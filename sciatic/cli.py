@@ -175,8 +175,8 @@ def _series_ids(uids: list[str]) -> list[int]:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from sciatic.db import registry
     from sciatic.db.session import session_scope
-    from sciatic.model import registry
 
     with session_scope() as session:
         if args.models_command == "promote":

@@ -47,10 +47,9 @@ def prepare(directory: Path) -> Path:
 def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) -> int:
     data = prepare(directory)
     from sciatic.config import get_settings
-    from sciatic.db import migrate
+    from sciatic.db import migrate, registry
     from sciatic.db.session import default_engine, session_scope
     from sciatic.layout import DataLayout
-    from sciatic.model import registry
     from sciatic.model.checkpoint import checkpoint_config, load_checkpoint
     from sciatic.model.configs import config_to_dict
     from sciatic.nightly import run_nightly
@@ -59,19 +58,17 @@ def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) ->
     from sciatic.storage import sha256_file
 
     settings = get_settings()
+    layout = DataLayout.of(settings)
     if not model.is_file():
         raise SystemExit(f"model {model} not found (`make model` rebuilds the shipped phantom model)")
     print(f"1. {subjects} synthetic thigh studies (seed {DEMO_SEED}) with ground-truth labels")
     incoming = directory / "incoming"
-    manifest = generate(
-        incoming, subjects, DEMO_SEED, labels_dir=settings.dir("labels"), options=PhantomOptions(matrix=None)
-    )
+    manifest = generate(incoming, subjects, DEMO_SEED, labels_dir=layout.labels, options=PhantomOptions(matrix=None))
     for record in manifest.subjects:  # the study folders arrive in the drop folder, as from a scanner
-        shutil.move(str(incoming / record.dicom_dir), settings.dir("drop") / record.dicom_dir)
+        shutil.move(str(incoming / record.dicom_dir), layout.drop / record.dicom_dir)
     print(f"2. database {settings.effective_database_url}")
     migrate.upgrade(settings.effective_database_url)
     engine = default_engine()
-    layout = DataLayout.of(settings)
     installed = layout.installed_model(model.name)
     shutil.copy2(model, installed)
     state = load_checkpoint(installed, None)
@@ -99,8 +96,8 @@ def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) ->
         f"  report (open in a browser)  {report}\n"
         f"  overlay pictures            {results / 'overlays'}\n"
         f"  nerve masks (NIfTI)         {results}/<SeriesInstanceUID>/v1/phantom-cascade/mask.nii.gz\n"
-        f"  converted volumes           {settings.dir('volumes')}\n"
-        f"  archived DICOM              {settings.dir('archive')}\n"
+        f"  converted volumes           {layout.volumes}\n"
+        f"  archived DICOM              {layout.archive}\n"
         f"  database (SQLite)           {settings.effective_database_url.removeprefix('sqlite:///')}\n"
         f"  phantom truth (cohorts)     {incoming / 'manifest.json'}\n"
         f"Try: SCIATIC_DATA_DIR={data} .venv/bin/sciatic models list"

@@ -120,7 +120,7 @@ class DataLayout:
             "labels",
             safe_component(series_uid, "SeriesInstanceUID"),
             f"v{version}",
-            safe_component(f"{rater}-{sha256[:12]}.nii.gz", "rater"),
+            f"{safe_component(rater, 'rater')}-{safe_component(sha256[:12], 'sha256')}.nii.gz",
         )
 
     def overlay(self, segmentation_id: int) -> Path:

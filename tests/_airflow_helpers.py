@@ -9,8 +9,8 @@ from pathlib import Path
 def register_untrained_production_model() -> int:
     """Put an untrained model in production (the flow is under test, not the quality); its id."""
     from sciatic.config import get_settings
+    from sciatic.db import registry
     from sciatic.db.session import session_scope
-    from sciatic.model import registry
     from sciatic.model.checkpoint import save_checkpoint
     from sciatic.model.configs import config_to_dict, get_config
     from sciatic.model.unet import build_model

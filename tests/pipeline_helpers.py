@@ -9,9 +9,8 @@ from pathlib import Path
 import torch
 
 from sciatic.config import get_settings
-from sciatic.db import migrate
+from sciatic.db import migrate, registry
 from sciatic.db.session import default_engine, session_scope
-from sciatic.model import registry
 from sciatic.model.checkpoint import save_checkpoint
 from sciatic.model.configs import UNetConfig, config_to_dict, get_config
 from sciatic.model.unet import build_model

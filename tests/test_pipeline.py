@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from sciatic import pipeline
+from sciatic.db import registry
 from sciatic.db.enums import ModelStatus, QcStatus
 from sciatic.db.models import (
     ManualLabel,
@@ -23,7 +24,6 @@ from sciatic.db.models import (
 from sciatic.db.session import default_engine, session_scope
 from sciatic.errors import ModelIntegrityError, NoProductionModelError
 from sciatic.imaging.volume import read_volume
-from sciatic.model import registry
 from tests.pipeline_helpers import configure, drop_phantoms, register_tiny_model, segmentation_from_mask
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.db)]
@@ -138,3 +138,45 @@ def test_registry_keeps_one_production_model_and_checks_checkpoints(backend: str
         with session_scope(default_engine()) as session:
             model = registry.get(session, second)
             cached_model(model.checkpoint_path, model.checkpoint_sha256, "cpu")
+
+
+def test_qc_reads_the_metric_rows_and_raters_are_compared(
+    backend: str, phantom_source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import shutil
+
+    from sciatic.cli import main
+    from sciatic.config import get_settings
+    from sciatic.steps.qc import NotMeasuredError
+
+    manifest = drop_phantoms(phantom_source, with_labels=False)
+    pipeline.ingest()
+    register_tiny_model()
+    segmentation_id = pipeline.segment(pipeline.pending_series()[0])
+    with pytest.raises(NotMeasuredError):  # QC reads what measure wrote
+        pipeline.quality_control(segmentation_id)
+    pipeline.measure(segmentation_id)
+    first = pipeline.quality_control(segmentation_id)
+    # the flags come from the rows, not the files: QC still answers with the mask file gone
+    with session_scope(default_engine()) as session:
+        segmentation = session.get(Segmentation, segmentation_id)
+        assert segmentation is not None
+        series = session.get(Series, segmentation.series_id)
+        assert series is not None
+        mask_path, uid = Path(segmentation.mask_path), series.series_instance_uid
+    moved = mask_path.with_name("moved.nii.gz")
+    mask_path.rename(moved)
+    assert pipeline.quality_control(segmentation_id) == first
+    moved.rename(mask_path)
+
+    truth = phantom_source / "labels" / f"{uid}.nii.gz"
+    assert uid in {s.series_instance_uid for s in manifest.subjects}
+    labels = get_settings().dir("labels")
+    shutil.copy(truth, labels / f"{uid}__alice.nii.gz")
+    shutil.copy(truth, labels / f"{uid}__bob.nii.gz")
+    assert len(pipeline.import_labels()) == 2
+    assert main(["qc", "raters", uid]) == 0
+    agreement = json.loads(capsys.readouterr().out)
+    assert agreement["raters"] == ["alice", "bob"] and agreement["mean_dice"] == 1.0
+    assert main(["qc", "raters", "1.2.3.4.5"]) == 2  # no such series: a clear error, not a traceback

@@ -223,6 +223,8 @@ class AirflowStack:
             if name.startswith("worker-"):
                 env[WORKER_NAME_ENV] = name.removeprefix("worker-")
                 env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = "tools.airflow_stack.worker_hostname"
+                # this development tool lives beside the package, not in it: the workers import it from here
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
             with open(self.log_dir / f"{name}.log", "ab") as log:
                 self.processes[name] = subprocess.Popen(
                     command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

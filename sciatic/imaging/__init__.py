@@ -1,1 +1,3 @@
-"""Image preparation for the network: the seed's slice montages, intensity normalisation, montage pictures."""
+"""Volumes and masks on their grid, and image preparation: the seed's montages, normalisation, pictures."""
+
+__all__ = ["montage", "normalize", "picture", "volume"]

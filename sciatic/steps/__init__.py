@@ -17,3 +17,5 @@ paths, ``sciatic.imaging.volume`` for volumes and masks, the pure libraries
 ``dicom``, ``imaging``, ``model`` and ``evaluation`` for the work itself).
 ``sciatic.pipeline`` is how Airflow and ``sciatic run`` call them.
 """
+
+__all__ = ["export", "ingest", "labels", "measure", "qc", "report", "retrain", "segment"]

@@ -181,7 +181,7 @@ def _walk(drop: Path) -> Iterator[Path]:
 
 
 def index_drop_folder(settings: Settings, engine: Engine, now: float, report: IngestReport) -> None:
-    drop = settings.dir("drop")
+    drop = DataLayout.of(settings).drop
     with session_scope(engine) as session:
         known = set(
             session.scalars(select(DicomInstance.drop_path).where(DicomInstance.state == InstanceState.INDEXED))

@@ -65,7 +65,7 @@ def parse_name(path: Path) -> tuple[str, str] | None:
 def import_labels(settings: Settings, engine: Engine) -> LabelReport:
     """One pass over the labels folder."""
     report = LabelReport()
-    root = settings.dir("labels")
+    root = DataLayout.of(settings).labels
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
         try:
             _import_one(settings, engine, path, report)

@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, func, select
 
 from sciatic.config import Settings
-from sciatic.db import audit, queries
+from sciatic.db import audit, queries, registry
 from sciatic.db.enums import TrainingDecision
 from sciatic.db.models import ManualLabel, TrainingRun, utcnow
 from sciatic.db.queries import LabelledSeries
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
 from sciatic.layout import DataLayout
-from sciatic.model import registry
 
 if TYPE_CHECKING:
     from sciatic.model.train import Evaluation

@@ -14,13 +14,12 @@ import time
 from sqlalchemy import Engine, delete, select
 
 from sciatic.config import Settings
-from sciatic.db import audit, queries
+from sciatic.db import audit, queries, registry
 from sciatic.db.enums import SeriesStatus
 from sciatic.db.models import NerveMetric, QcResult, Segmentation, Series, SliceMetric
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
 from sciatic.layout import DataLayout
-from sciatic.model import registry
 
 __all__ = ["SeriesNotSegmentableError", "pending_series", "segment_series"]
 
