@@ -14,7 +14,6 @@ import pytest
 from numpy.typing import NDArray
 from pydicom.uid import generate_uid
 
-from sciatic.imaging.volume import read_volume, write_volume
 from sciatic.dicom.receiver import serve
 from sciatic.dicom.scan import read_header
 from sciatic.dicom.scu import SendError, send
@@ -29,6 +28,7 @@ from sciatic.dicom.seg import (
 from sciatic.dicom.series import SeriesPlan, plan_series
 from sciatic.errors import InputRefusedError, ReasonCode
 from sciatic.evaluation.qc import dice
+from sciatic.imaging.volume import read_volume, write_volume
 from sciatic.phantom.generate import PhantomOptions, generate
 from tests._dicom_synthetic import (
     AXIAL,
@@ -302,6 +302,94 @@ def test_segment_choice_in_a_foreign_multi_segment_seg(tmp_path: Path) -> None:
         read_seg(unknown, paths)
     assert refused.value.reason == ReasonCode.UNUSABLE_SEG
     np.testing.assert_array_equal(read_seg(unknown, paths, segment_number=2).data, other)
+
+
+def _viewer_seg(paths: list[Path], mask: NDArray[np.uint8], out: Path, kind: str = "BINARY", **kwargs: Any) -> Path:
+    """A SEG another tool (highdicom) made: frames in the order of ``paths``, empty ones left out."""
+    sources = [pydicom.dcmread(p) for p in paths]
+    slice_of = {s.path: k for k, s in enumerate(_plan(paths).slices)}
+    order = [slice_of[p] for p in paths]
+    for source in sources:
+        source.SliceThickness = "3"
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=mask.transpose(2, 1, 0)[order],
+        segmentation_type=hd.seg.SegmentationTypeValues[kind],
+        segment_descriptions=[
+            hd.seg.SegmentDescription(
+                segment_number=1,
+                segment_label="Nerve",
+                segmented_property_category=ANATOMICAL_STRUCTURE,
+                segmented_property_type=SCIATIC_NERVE,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            )
+        ],
+        series_instance_uid=hd.UID(),
+        series_number=50,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="Viewer",
+        manufacturer_model_name="Viewer",
+        software_versions="1",
+        device_serial_number="1",
+        **kwargs,
+    )
+    seg.save_as(out)
+    return out
+
+
+def test_foreign_seg_with_frames_out_of_order_and_gaps(tmp_path: Path) -> None:
+    """Frames stored in file order (not slice order), only slices 0, 2 and 5 drawn, no SpacingBetweenSlices."""
+    paths = write_stack(
+        tmp_path / "src", orientation=oblique((0.2, -0.1, 0.3)), count=7, rows=12, columns=10,
+        order=[4, 0, 6, 2, 5, 1, 3], **PATIENT,
+    )  # fmt: skip
+    mask = _nerve(_plan(paths).shape, seed=4)
+    mask[:, :, [1, 3, 4, 6]] = 0
+    out = _viewer_seg(paths, mask, tmp_path / "seg.dcm")
+    np.testing.assert_array_equal(read_seg(out, paths).data, mask)
+    ds = pydicom.dcmread(out)
+    assert ds.NumberOfFrames == 3
+    del ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SpacingBetweenSlices
+    ds.save_as(tmp_path / "no-spacing.dcm")
+    np.testing.assert_array_equal(read_seg(tmp_path / "no-spacing.dcm", paths).data, mask)
+    for frame in ds.PerFrameFunctionalGroupsSequence:
+        del frame.DerivationImageSequence
+    del ds.ReferencedSeriesSequence
+    ds.save_as(tmp_path / "bare.dcm")
+    np.testing.assert_array_equal(read_seg(tmp_path / "bare.dcm", paths).data, mask)
+
+
+def test_fractional_seg_counts_from_one_half(tmp_path: Path) -> None:
+    paths = write_stack(tmp_path / "src", count=4, rows=12, columns=10, **PATIENT)
+    nerve = _nerve(_plan(paths).shape, seed=6)
+    weak = _nerve(_plan(paths).shape, seed=7) & ~nerve
+    fractions = np.where(nerve == 1, 0.75, np.where(weak == 1, 0.25, 0.0)).astype(np.float32)
+    out = _viewer_seg(paths, fractions, tmp_path / "seg.dcm", kind="FRACTIONAL", max_fractional_value=255)
+    assert pydicom.dcmread(out).SegmentationType == "FRACTIONAL"
+    np.testing.assert_array_equal(read_seg(out, paths).data, nerve)
+
+
+def test_frames_off_their_references_or_their_slices_are_refused(tmp_path: Path) -> None:
+    paths = write_stack(tmp_path / "src", count=5, rows=12, columns=10, **PATIENT)
+    mask = _nerve(_plan(paths).shape, seed=8)
+    out = _export(paths, mask, tmp_path / "seg.dcm")
+    # two frames swap the images they reference (their positions stay)
+    ds = pydicom.dcmread(out)
+    frames = ds.PerFrameFunctionalGroupsSequence
+    derivations = [frame.DerivationImageSequence for frame in frames]
+    frames[0].DerivationImageSequence, frames[-1].DerivationImageSequence = derivations[-1], derivations[0]
+    ds.save_as(tmp_path / "swapped.dcm")
+    # one frame moved by a column within its plane (axial: along x, columns 0.6 mm apart)
+    ds = pydicom.dcmread(out)
+    plane = ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence[0]
+    x, y, z = (float(v) for v in plane.ImagePositionPatient)
+    plane.ImagePositionPatient = [x + 0.6, y, z]
+    ds.save_as(tmp_path / "moved.dcm")
+    for name in ("swapped.dcm", "moved.dcm"):
+        with pytest.raises(InputRefusedError) as refused:
+            read_seg(tmp_path / name, paths)
+        assert refused.value.reason == ReasonCode.GEOMETRY_MISMATCH, refused.value
 
 
 def test_not_a_seg_is_refused(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,10 +30,10 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 from sciatic import __version__
-from sciatic.imaging.volume import Volume
 from sciatic.dicom.scan import ImageLayout, read_header
 from sciatic.dicom.series import LPS_TO_RAS, SeriesPlan, plan_series
 from sciatic.errors import InputRefusedError, ReasonCode
+from sciatic.imaging.volume import Volume
 from sciatic.storage import atomic_write
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -236,7 +236,7 @@ def _share_common_groups(ds: Dataset) -> None:
     every frame has the same spacing and orientation.
     """
     shared = ds.SharedFunctionalGroupsSequence[0]
-    per_frame = _per_frame(ds)
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
     for keyword in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
         if keyword not in shared and per_frame and all(keyword in item for item in per_frame):
             setattr(shared, keyword, per_frame[0][keyword].value)
@@ -252,27 +252,22 @@ def seg_reference(seg_path: str | os.PathLike[str]) -> SegReference:
     Segmentation.
     """
     path = Path(seg_path)
-    ds = _read(path, stop_before_pixels=True)
-    referenced_series = None
-    referenced_sops: list[str] = []
-    for series in ds.get("ReferencedSeriesSequence") or []:
-        referenced_series = referenced_series or str(series.get("SeriesInstanceUID", "")) or None
-        referenced_sops += [str(i.ReferencedSOPInstanceUID) for i in series.get("ReferencedInstanceSequence") or []]
-    if not referenced_sops:
-        referenced_sops = sorted({uid for frame in _per_frame(ds) for uid, _ in _frame_references(frame)})
-    creator = ds.get("ContentCreatorName")
+    seg = _read(path, stop_before_pixels=True)
+    sources = seg.get_source_image_uids()  # (study, series, SOP instance), the Referenced Series Sequence first
+    referenced_series = str(sources[0][1]) if sources else None
+    creator = seg.get("ContentCreatorName")
     return SegReference(
         path=path,
-        sop_instance_uid=str(ds.SOPInstanceUID),
-        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-        study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+        sop_instance_uid=str(seg.SOPInstanceUID),
+        series_instance_uid=str(seg.get("SeriesInstanceUID", "")),
+        study_instance_uid=str(seg.get("StudyInstanceUID", "")),
         referenced_series_instance_uid=referenced_series,
-        referenced_sop_instance_uids=tuple(referenced_sops),
-        frame_of_reference_uid=str(ds.FrameOfReferenceUID) if "FrameOfReferenceUID" in ds else None,
-        segmentation_type=str(ds.get("SegmentationType", "")),
-        segments=tuple(_segments(ds)),
+        referenced_sop_instance_uids=tuple(str(sop) for _, series, sop in sources if str(series) == referenced_series),
+        frame_of_reference_uid=str(seg.FrameOfReferenceUID) if "FrameOfReferenceUID" in seg else None,
+        segmentation_type=str(seg.get("SegmentationType", "")),
+        segments=tuple(_segments(seg)),
         content_creator=str(creator) if creator else None,
-        content_label=str(ds.get("ContentLabel", "")),
+        content_label=str(seg.get("ContentLabel", "")),
     )
 
 
@@ -287,39 +282,48 @@ def read_seg(
     ``source`` is the series' ``SeriesPlan`` or its DICOM files. The segment
     is ``segment_number`` when given, else the one coded or labelled as the
     sciatic nerve, else the only segment. Each frame lands on the slice whose
-    SOP Instance UID (and frame number) it references; when that does not
-    resolve, on the slice at the frame's ImagePositionPatient.
+    SOP Instance UID (and frame number) it references; when the SEG references
+    no image of the series, on the slice at the frame's ImagePositionPatient.
+    Frames with positions must lie on the series' slices, and on the slices
+    they reference.
 
     Raises ``InputRefusedError``: ``UNUSABLE_SEG`` (not a SEG, no single nerve
     segment), ``GEOMETRY_MISMATCH`` (matrix, orientation or positions off the
-    grid), ``UNMATCHED_LABEL`` (a frame matches no slice of this series).
+    grid), ``UNMATCHED_LABEL`` (the frames match no slice of this series).
     """
     path = Path(seg_path)
     plan = source if isinstance(source, SeriesPlan) else plan_series([read_header(p) for p in source])
-    ds = _read(path, stop_before_pixels=False)
-    number = _choose_segment(path, ds, segment_number)
-    rows, columns = int(ds.Rows), int(ds.Columns)
+    seg = _read(path, stop_before_pixels=False, slice_spacing=plan.voxel_size[2])
+    number = _choose_segment(path, seg, segment_number)
+    columns, rows = int(seg.Columns), int(seg.Rows)
     if (columns, rows) != (plan.columns, plan.rows):
         raise InputRefusedError(
             ReasonCode.GEOMETRY_MISMATCH,
             f"{path.name}: frames are {columns}x{rows}, the series' images {plan.columns}x{plan.rows}",
         )
-    lps = LPS_TO_RAS @ plan.affine  # voxel (i, j, k) -> LPS mm
-    _check_plane(path, ds, lps)
-    slice_of = _slice_index(plan)
-    pixels = _frame_pixels(path, ds, number)
-    shared = _first(ds.get("SharedFunctionalGroupsSequence"))
-    mask = np.zeros(plan.shape, dtype=np.uint8)
-    inverse: NDArray[np.float64] = np.linalg.inv(lps).astype(np.float64)
-    for index, frame in enumerate(_per_frame(ds)):
-        if pixels[index] is None:
-            continue  # another segment's frame
-        k = _locate(path, index, frame, shared, slice_of, inverse, plan.shape[2])
-        mask[:, :, k] |= pixels[index].T  # type: ignore[union-attr]
-    return Volume(mask, plan.affine.copy())
+    by_position = _by_position(path, seg, plan, number)
+    by_reference = _by_reference(path, seg, plan, number)
+    if by_reference is None:
+        if by_position is None:
+            raise InputRefusedError(
+                ReasonCode.UNMATCHED_LABEL,
+                f"{path.name}: its frames reference no image of this series and have no position",
+            )
+        return Volume(by_position, plan.affine.copy())
+    if by_position is not None and not np.array_equal(by_position, by_reference):
+        raise InputRefusedError(
+            ReasonCode.GEOMETRY_MISMATCH, f"{path.name}: frames lie on other slices than the images they reference"
+        )
+    return Volume(by_reference, plan.affine.copy())
 
 
-def _read(path: Path, *, stop_before_pixels: bool) -> Dataset:
+def _read(path: Path, *, stop_before_pixels: bool, slice_spacing: float | None = None) -> Any:
+    """The file as a ``highdicom.seg.Segmentation``.
+
+    ``slice_spacing`` (the series') replaces the SEG's SpacingBetweenSlices:
+    highdicom stacks frames with gaps between them (empty slices left out) by
+    it, and it is the spacing the frames must fit.
+    """
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except Exception as exc:  # pydicom raises many types on a broken file
@@ -328,28 +332,28 @@ def _read(path: Path, *, stop_before_pixels: bool) -> Dataset:
         raise InputRefusedError(
             ReasonCode.UNUSABLE_SEG, f"{path.name} is not a DICOM Segmentation (SOP class {ds.get('SOPClassUID')})"
         )
-    return ds
+    if slice_spacing is not None:
+        for group in (*ds.get("SharedFunctionalGroupsSequence", []), *ds.get("PerFrameFunctionalGroupsSequence", [])):
+            for measures in group.get("PixelMeasuresSequence") or []:
+                measures.SpacingBetweenSlices = f"{slice_spacing:.10g}"
+    try:
+        return hd.seg.Segmentation.from_dataset(ds, copy=False)
+    except Exception as exc:  # highdicom raises many types on a malformed SEG
+        raise InputRefusedError(ReasonCode.UNUSABLE_SEG, f"{path.name} is not a usable DICOM SEG: {exc}") from exc
 
 
-def _segments(ds: Dataset) -> list[Segment]:
+def _segments(seg: Any) -> list[Segment]:
     segments = []
-    for item in ds.get("SegmentSequence") or []:
-        code = _first(item.get("SegmentedPropertyTypeCodeSequence"))
-        property_type = (
-            (
-                str(code.get("CodeValue", "")),
-                str(code.get("CodingSchemeDesignator", "")),
-                str(code.get("CodeMeaning", "")),
-            )
-            if code is not None
-            else ("", "", "")
-        )
-        segments.append(Segment(int(item.SegmentNumber), str(item.get("SegmentLabel", "")), property_type))
+    for number in seg.segment_numbers:
+        description = seg.get_segment_description(number)
+        code = description.segmented_property_type
+        property_type = (str(code.value), str(code.scheme_designator), str(code.meaning))
+        segments.append(Segment(int(number), str(description.segment_label), property_type))
     return segments
 
 
-def _choose_segment(path: Path, ds: Dataset, segment_number: int | None) -> int:
-    segments = _segments(ds)
+def _choose_segment(path: Path, seg: Any, segment_number: int | None) -> int:
+    segments = _segments(seg)
     numbers = [s.number for s in segments]
     if segment_number is not None:
         if segment_number not in numbers:
@@ -370,141 +374,105 @@ def _choose_segment(path: Path, ds: Dataset, segment_number: int | None) -> int:
     )
 
 
-def _frame_pixels(path: Path, ds: Dataset, number: int) -> list[NDArray[np.uint8] | None]:
-    """Per frame: the 0/1 pixels of segment ``number``, or None when the frame is another segment's."""
-    try:
-        array = np.asarray(ds.pixel_array)
-    except Exception as exc:  # a decoder's error
-        raise InputRefusedError(ReasonCode.UNUSABLE_SEG, f"{path.name}: pixel data cannot be read ({exc})") from exc
-    frames = array.reshape(-1, int(ds.Rows), int(ds.Columns))
-    per_frame = _per_frame(ds)
-    if len(per_frame) != len(frames):
-        raise InputRefusedError(
-            ReasonCode.UNUSABLE_SEG,
-            f"{path.name}: {len(frames)} frames but {len(per_frame)} per-frame functional group items",
-        )
-    kind = str(ds.get("SegmentationType", "BINARY")).upper()
-    result: list[NDArray[np.uint8] | None] = []
-    for frame, item in zip(frames, per_frame, strict=True):
-        if kind == "LABELMAP":
-            result.append((frame == number).astype(np.uint8))
-            continue
-        ident = _first(item.get("SegmentIdentificationSequence"))
-        if ident is None:
-            shared = _first(ds.get("SharedFunctionalGroupsSequence"))
-            ident = _first(shared.get("SegmentIdentificationSequence")) if shared is not None else None
-        if ident is None or int(ident.ReferencedSegmentNumber) != number:
-            result.append(None)
-        elif kind == "FRACTIONAL":
-            maximum = int(ds.get("MaximumFractionalValue", 255))
-            result.append((2 * frame.astype(np.int64) >= maximum).astype(np.uint8))
-        else:
-            result.append((frame > 0).astype(np.uint8))
-    return result
+def _by_reference(path: Path, seg: Any, plan: SeriesPlan, number: int) -> NDArray[np.uint8] | None:
+    """Segment ``number`` on the series' grid, each frame on the slice it references.
 
-
-def _per_frame(ds: Dataset) -> list[Dataset]:
-    items: list[Dataset] = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
-    return items
-
-
-def _first(sequence: Any) -> Dataset | None:
-    if not sequence:
+    None when the SEG references no image of the series (its Referenced
+    Series Sequence).
+    """
+    headers = {p: read_header(p) for p in plan.files}
+    referenced = {str(sop) for _, _, sop in seg.get_source_image_uids()}
+    if not referenced & {h.sop_instance_uid for h in headers.values()}:
         return None
-    item: Dataset = sequence[0]
-    return item
+    # highdicom indexes single-frame images by instance, the frames of an enhanced image by frame number
+    groups: dict[Path | None, list[int]] = {}
+    for k, s in enumerate(plan.slices):
+        groups.setdefault(s.path if headers[s.path].layout is ImageLayout.MULTI_FRAME else None, []).append(k)
+    # frames are placed by reference: the positions, when there are any, are checked against the grid separately
+    options = {"segment_numbers": [number], "ignore_spatial_locations": True, "assert_missing_frames_are_empty": True}
+    frames = np.zeros((len(plan.slices), plan.rows, plan.columns), dtype=np.uint8)  # (slice, row, column)
+    for file, ks in groups.items():
+        if file is None:
+            uids = [headers[plan.slices[k].path].sop_instance_uid for k in ks]
+            frames[ks] = _binary(path, seg.get_pixels_by_source_instance, uids, **options)
+        else:
+            uid, numbers = headers[file].sop_instance_uid, [plan.slices[k].frame + 1 for k in ks]
+            frames[ks] = _binary(path, seg.get_pixels_by_source_frame, uid, numbers, **options)
+    return np.ascontiguousarray(frames.transpose(2, 1, 0))
 
 
-def _frame_references(frame: Dataset) -> list[tuple[str, int | None]]:
-    """(ReferencedSOPInstanceUID, ReferencedFrameNumber or None) of a frame's source images."""
-    references = []
-    for derivation in frame.get("DerivationImageSequence") or []:
-        for source in derivation.get("SourceImageSequence") or []:
-            number = source.get("ReferencedFrameNumber")
-            if isinstance(number, pydicom.multival.MultiValue):
-                number = number[0] if len(number) == 1 else None
-            references.append((str(source.ReferencedSOPInstanceUID), int(number) if number else None))
-    return references
+def _by_position(path: Path, seg: Any, plan: SeriesPlan, number: int) -> NDArray[np.uint8] | None:
+    """Segment ``number`` on the series' grid, each frame on the slice at its position; None without positions.
+
+    Every frame must lie on a slice of the series, with its pixel spacing and
+    orientation, else ``GEOMETRY_MISMATCH``.
+    """
+    if seg.coordinate_system != hd.CoordinateSystemNames.PATIENT:
+        return None
+    lps = LPS_TO_RAS @ plan.affine  # voxel (i, j, k) -> LPS mm
+    # the frames stacked in a volume (slice, row, column); highdicom fills the slices left out with zeros
+    stack = {"rtol": 2 * POSITION_TOLERANCE, "perpendicular_tol": 0.1, "allow_missing_positions": True}
+    geometry = seg.get_volume_geometry(**stack)
+    if geometry is not None:
+        _check_plane(path, geometry.affine, lps)
+    if "PlanePositionSequence" not in seg.SharedFunctionalGroupsSequence[0]:
+        positions = [p[0].ImagePositionPatient for p in hd.utils.get_plane_positions_of_image(seg)]
+        _slices_at(path, "frame", np.array(positions, dtype=np.float64), lps, plan.shape[2])
+    if geometry is None:
+        raise InputRefusedError(
+            ReasonCode.GEOMETRY_MISMATCH,
+            f"{path.name}: frames do not stack into one volume (do their orientation or pixel spacing vary?)",
+        )
+    origins = np.zeros((geometry.spatial_shape[0], 4))
+    origins[:, 0], origins[:, 3] = np.arange(len(origins)), 1.0
+    ks = _slices_at(path, "slice", (origins @ geometry.affine.T)[:, :3], lps, plan.shape[2])
+    mask = np.zeros(plan.shape, dtype=np.uint8)
+    mask[:, :, ks] = _binary(path, lambda: seg.get_volume(segment_numbers=[number], **stack).array).transpose(2, 1, 0)
+    return mask
 
 
-def _slice_index(plan: SeriesPlan) -> dict[tuple[str, int], int]:
-    """(SOP Instance UID, 1-based frame number) -> slice index k."""
-    uid_of = {p: read_header(p).sop_instance_uid for p in plan.files}
-    return {(uid_of[s.path], s.frame + 1): k for k, s in enumerate(plan.slices)}
+def _binary(path: Path, getter: Callable[..., Any], *args: Any, **kwargs: Any) -> NDArray[np.uint8]:
+    """The 0/1 frames a highdicom getter returns for one segment (its channel axis dropped)."""
+    try:
+        array = np.asarray(getter(*args, **kwargs))
+    except Exception as exc:  # a decoder's error, or highdicom's on frames it cannot index
+        raise InputRefusedError(ReasonCode.UNUSABLE_SEG, f"{path.name}: pixel data cannot be read ({exc})") from exc
+    return (array[..., 0] >= 0.5).astype(np.uint8)  # FRACTIONAL frames come scaled to 0..1: half counts
 
 
-def _locate(
-    path: Path,
-    index: int,
-    frame: Dataset,
-    shared: Dataset | None,
-    slice_of: dict[tuple[str, int], int],
-    inverse: NDArray[np.float64],
-    depth: int,
-) -> int:
-    """The slice a SEG frame belongs to: by reference, else by position; its position must agree."""
-    by_reference = {slice_of.get((uid, number or 1)) for uid, number in _frame_references(frame)} - {None}
-    position = _position(frame, shared)
-    by_position = None
-    if position is not None:
-        i, j, k = (inverse @ np.append(position, 1.0))[:3]
-        nearest = round(float(k))
-        on_grid = max(abs(i), abs(j), abs(k - nearest)) <= POSITION_TOLERANCE
-        if not on_grid or not 0 <= nearest < depth:
-            raise InputRefusedError(
-                ReasonCode.GEOMETRY_MISMATCH,
-                f"{path.name}: frame {index + 1} lies at voxel ({i:.2f}, {j:.2f}, {k:.2f}) of the series, "
-                "not on one of its slices",
-            )
-        by_position = nearest
-    if len(by_reference) == 1:
-        (k_ref,) = by_reference
-        assert k_ref is not None
-        if by_position is not None and by_position != k_ref:
-            raise InputRefusedError(
-                ReasonCode.GEOMETRY_MISMATCH,
-                f"{path.name}: frame {index + 1} references slice {k_ref} but lies at slice {by_position}",
-            )
-        return k_ref
-    if by_position is not None:
-        return by_position
-    raise InputRefusedError(
-        ReasonCode.UNMATCHED_LABEL,
-        f"{path.name}: frame {index + 1} references no image of this series and has no position",
-    )
+def _slices_at(
+    path: Path, what: str, positions: NDArray[np.float64], lps: NDArray[np.float64], depth: int
+) -> NDArray[np.intp]:
+    """The slice index of each frame origin (LPS mm); each must be on a slice of the grid."""
+    ijk: NDArray[np.float64] = (np.c_[positions, np.ones(len(positions))] @ np.linalg.inv(lps).T)[:, :3]
+    nearest = np.round(ijk[:, 2])
+    off = np.abs(np.c_[ijk[:, :2], ijk[:, 2] - nearest]).max(axis=1)
+    outside = np.flatnonzero((off > POSITION_TOLERANCE) | (nearest < 0) | (nearest >= depth))
+    if outside.size:
+        index = int(outside[0])
+        i, j, k = ijk[index]
+        raise InputRefusedError(
+            ReasonCode.GEOMETRY_MISMATCH,
+            f"{path.name}: {what} {index + 1} lies at voxel ({i:.2f}, {j:.2f}, {k:.2f}) of the series, "
+            "not on one of its slices",
+        )
+    return nearest.astype(np.intp)
 
 
-def _position(frame: Dataset, shared: Dataset | None) -> NDArray[np.float64] | None:
-    for group in (frame, shared):
-        plane = _first(group.get("PlanePositionSequence")) if group is not None else None
-        if plane is not None and "ImagePositionPatient" in plane:
-            return np.array([float(v) for v in plane.ImagePositionPatient], dtype=np.float64)
-    return None
-
-
-def _check_plane(path: Path, ds: Dataset, lps: NDArray[np.float64]) -> None:
-    """Every frame's pixel spacing and orientation must be the series' (a SEG on another grid is refused)."""
-    row_dir = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
-    col_dir = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
-    expected = np.concatenate([row_dir, col_dir])
-    groups = [_first(ds.get("SharedFunctionalGroupsSequence")), *_per_frame(ds)]
-    spacing = (float(np.linalg.norm(lps[:3, 1])), float(np.linalg.norm(lps[:3, 0])))  # (rows, columns)
-    for group in groups:
-        measures = _first(group.get("PixelMeasuresSequence")) if group is not None else None
-        if measures is not None and "PixelSpacing" in measures:
-            found_spacing = tuple(float(v) for v in measures.PixelSpacing)
-            if np.abs(np.subtract(found_spacing, spacing)).max() > AFFINE_TOLERANCE_MM * 10:
-                raise InputRefusedError(
-                    ReasonCode.GEOMETRY_MISMATCH,
-                    f"{path.name}: PixelSpacing {found_spacing} differs from the series' {spacing}",
-                )
-        plane = _first(group.get("PlaneOrientationSequence")) if group is not None else None
-        if plane is None or "ImageOrientationPatient" not in plane:
-            continue
-        found = np.array([float(v) for v in plane.ImageOrientationPatient], dtype=np.float64)
-        if np.abs(found - expected).max() > ORIENTATION_TOLERANCE * 10:
-            raise InputRefusedError(
-                ReasonCode.GEOMETRY_MISMATCH,
-                f"{path.name}: frames are oriented {tuple(np.round(found, 4))}, the series "
-                f"{tuple(np.round(expected, 4))}; a SEG must be drawn on the series' own images",
-            )
+def _check_plane(path: Path, affine: NDArray[np.float64], lps: NDArray[np.float64]) -> None:
+    """The frames' pixel spacing and orientation must be the series' (a SEG on another grid is refused)."""
+    found, expected = affine[:3, [2, 1]], lps[:3, :2]  # LPS steps along a row, then down a column
+    found_spacing, spacing = np.linalg.norm(found, axis=0), np.linalg.norm(expected, axis=0)
+    if np.abs(found_spacing - spacing).max() > AFFINE_TOLERANCE_MM * 10:
+        raise InputRefusedError(
+            ReasonCode.GEOMETRY_MISMATCH,
+            f"{path.name}: PixelSpacing {tuple(np.round(found_spacing[::-1], 4))} differs from the series' "
+            f"{tuple(np.round(spacing[::-1], 4))}",
+        )
+    cosines, expected_cosines = (found / found_spacing).T.ravel(), (expected / spacing).T.ravel()
+    if np.abs(cosines - expected_cosines).max() > ORIENTATION_TOLERANCE * 10:
+        raise InputRefusedError(
+            ReasonCode.GEOMETRY_MISMATCH,
+            f"{path.name}: frames are oriented {tuple(np.round(cosines, 4))}, the series "
+            f"{tuple(np.round(expected_cosines, 4))}; a SEG must be drawn on the series' own images",
+        )
