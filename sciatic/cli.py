@@ -10,9 +10,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from sciatic import __version__
 from sciatic.errors import SciaticError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -38,7 +42,7 @@ def _cmd_db(args: argparse.Namespace) -> int:
     from sciatic.db.session import default_engine
 
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.dir("data")
     url = settings.effective_database_url
     if args.db_command == "upgrade":
         migrate.upgrade(url, args.revision)
@@ -93,23 +97,20 @@ def _cmd_qc(args: argparse.Namespace) -> int:
         result = compare_files(args.prediction, args.label)
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     elif args.qc_command == "overlay":
-        from sciatic.db.session import default_engine
         from sciatic.steps.report import overlay_png
 
-        print(overlay_png(default_engine(), args.segmentation_id, args.output, zoom=not args.no_zoom))
+        print(overlay_png(_engine(), args.segmentation_id, args.output, zoom=not args.no_zoom))
     elif args.qc_command == "raters":
-        from sciatic.db.session import default_engine
         from sciatic.steps.qc import inter_rater_agreement
 
-        print(json.dumps(inter_rater_agreement(default_engine(), args.series_uid), indent=2))
+        print(json.dumps(inter_rater_agreement(_engine(), args.series_uid), indent=2))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from sciatic.db.session import default_engine
     from sciatic.steps.report import write_html_report
 
-    path = write_html_report(default_engine(), args.output, since=args.since, until=args.until, model_id=args.model)
+    path = write_html_report(_engine(), args.output, since=args.since, until=args.until, model_id=args.model)
     print(f"report written to {path} (open it in a browser)")
     return 0
 
@@ -165,7 +166,7 @@ def _series_ids(uids: list[str]) -> list[int]:
     from sciatic.db.session import session_scope
 
     ids = []
-    with session_scope() as session:
+    with session_scope(_engine()) as session:
         for uid in uids:
             current = current_series(session, uid)
             if current is None:
@@ -178,7 +179,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from sciatic.db import registry
     from sciatic.db.session import session_scope
 
-    with session_scope() as session:
+    with session_scope(_engine()) as session:
         if args.models_command == "promote":
             version = registry.promote(session, args.id)
             print(f"model {version.id} ({version.name}) is now in production")
@@ -254,6 +255,9 @@ def _cmd_scp(args: argparse.Namespace) -> int:
         allowed_calling=args.allow or settings.scp_allowed_list,
         max_associations=args.max_associations or settings.scp_max_associations,
         block=True,
+        request_timeout=settings.scp_request_timeout,
+        idle_timeout=settings.scp_idle_timeout,
+        max_dataset_bytes=settings.scp_max_dataset_bytes,
     )
     return 0
 
@@ -284,6 +288,16 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
 
     print(setup_airflow(gpu_slots=args.gpu_slots or get_settings().gpu_pool_slots))
     return 0
+
+
+def _engine() -> Engine:
+    """The configured database, checked to be reachable and at the code's schema."""
+    from sciatic.db.migrate import require_head
+    from sciatic.db.session import default_engine
+
+    engine = default_engine()
+    require_head(engine)
+    return engine
 
 
 def recovery_hint(exc: SciaticError) -> str | None:
@@ -448,6 +462,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = recovery_hint(exc)
         if hint:
             print(f"sciatic: {hint}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise  # a bug: the traceback is what a developer needs
+        # the database refused something the checks above did not foresee: one line, not a traceback
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        what = "cannot reach the database" if isinstance(exc, OperationalError) else "database error"
+        print(f"sciatic: error: {what}: {reason}", file=sys.stderr)
+        print("sciatic: Recovery: `sciatic db status` checks the connection and the schema", file=sys.stderr)
         return 2
 
 

@@ -8,8 +8,10 @@ Every directory defaults beneath ``SCIATIC_DATA_DIR``. The table of settings in
 
 from __future__ import annotations
 
+import difflib
 import os
 import secrets
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +25,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sciatic.dicom.limits import SeriesLimits
 from sciatic.errors import ConfigurationError
 from sciatic.evaluation.thresholds import QcThresholds
 
@@ -43,6 +46,7 @@ _SUBDIRS: dict[str, str] = {
 
 
 _QC = QcThresholds()  # the QC defaults live with the thresholds
+_SERIES = SeriesLimits()  # and the size limits with theirs
 
 
 class Settings(BaseSettings):
@@ -82,6 +86,17 @@ class Settings(BaseSettings):
         5.0, ge=0, description="A file modified more recently than this is treated as still being written."
     )
     max_file_bytes: int = Field(2 * 1024**3, gt=0, description="Files larger than this are quarantined (`too_large`).")
+    max_image_matrix: int = Field(
+        _SERIES.max_matrix, gt=0, description="A series with images of more rows or columns is refused (`too_large`)."
+    )
+    max_series_slices: int = Field(
+        _SERIES.max_slices, gt=0, description="A series with more images (frames) is refused (`too_large`)."
+    )
+    max_series_voxels: int = Field(
+        _SERIES.max_voxels,
+        gt=0,
+        description="A series with more voxels (rows x columns x images) is refused (`too_large`) before decoding.",
+    )
     fast_header_reader: bool = Field(
         True,
         description="Read plain uncompressed DICOM headers with the project's own fast reader (checked against "
@@ -134,7 +149,30 @@ class Settings(BaseSettings):
     scp_allowed_aets: str = Field(
         "", description="Comma-separated calling AE titles the receiver accepts; empty accepts any."
     )
-    scp_max_associations: int = Field(4, ge=1, description="Concurrent associations the receiver accepts.")
+    scp_max_associations: int = Field(
+        4,
+        ge=1,
+        description="Concurrent associations the receiver accepts (connections that have not yet sent their "
+        "association request do not count).",
+    )
+    scp_request_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a new connection to the receiver may take to send its association request before "
+        "the receiver closes it.",
+    )
+    scp_idle_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds an association with the receiver, or a PDU half-way, may stay silent before the "
+        "receiver aborts it.",
+    )
+    scp_max_dataset_bytes: int = Field(
+        256 * 1024**2,
+        gt=0,
+        description="Largest dataset the receiver accepts per instance; a larger one is refused with status "
+        "0xA700 (Out of Resources) while it arrives and nothing is written.",
+    )
     pacs_host: str = Field("", description="PACS host that DICOM SEG results are sent to; empty sends nothing.")
     pacs_port: int = Field(104, gt=0, lt=65536, description="PACS port (C-STORE).")
     pacs_ae_title: str = Field("PACS", max_length=16, description="PACS AE title.")
@@ -173,7 +211,11 @@ class Settings(BaseSettings):
     def dir(self, name: str) -> Path:
         """One of the configured directories (``drop``, ``archive``, ...), created if missing."""
         path: Path = getattr(self, f"{name}_dir")
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            variable = f"{ENV_PREFIX}DATA_DIR" + ("" if name == "data" else f" or {ENV_PREFIX}{name.upper()}_DIR")
+            raise ConfigurationError(f"cannot create {path} ({exc.strerror or exc}): set {variable}") from exc
         return path
 
     @property
@@ -200,6 +242,10 @@ class Settings(BaseSettings):
     @property
     def scp_allowed_list(self) -> list[str]:
         return [a.strip() for a in self.scp_allowed_aets.split(",") if a.strip()]
+
+    def series_limits(self) -> SeriesLimits:
+        """The size limits of one series, checked before decoding (see docs/security.md)."""
+        return SeriesLimits(self.max_image_matrix, self.max_series_slices, self.max_series_voxels)
 
     def qc_thresholds(self) -> QcThresholds:
         """The label-free QC thresholds (see docs/qc.md)."""
@@ -251,11 +297,47 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+#: SCIATIC_* variables that are not settings: read by the deployment, the tests or the development tools.
+NOT_SETTINGS = frozenset(
+    {CONFIG_FILE_ENV, "SCIATIC_FAULT_AT", "SCIATIC_DB_PASSWORD", "SCIATIC_DB_HOST", "SCIATIC_IMAGE"}
+    | {"SCIATIC_GPU_IMAGE", "SCIATIC_SCP_BIND"}
+)
+NOT_SETTINGS_PREFIXES = ("SCIATIC_TEST_", "SCIATIC_AIRFLOW_")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``SCIATIC_*`` names in ``environ`` that are neither a setting nor a known non-setting (typos)."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX)
+        and name.upper() not in known | NOT_SETTINGS
+        and not name.upper().startswith(NOT_SETTINGS_PREFIXES)
+    )
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
+    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``).
+
+    An unknown ``SCIATIC_*`` variable is refused, not ignored: a typo such as
+    ``SCIATIC_DATABASE_ULR`` would otherwise quietly run on the wrong database.
+    """
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        known = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name.upper(), known, n=1)
+            hints.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
+        raise ConfigurationError(
+            "unknown setting(s) in the environment: " + ", ".join(hints) + "; `sciatic config --markdown` lists them"
+        )
     try:
         return Settings()
+    except ConfigurationError:
+        raise
     except ValidationError as exc:
         problems = "; ".join(
             f"{ENV_PREFIX}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
@@ -263,3 +345,5 @@ def get_settings() -> Settings:
             for error in exc.errors()
         )
         raise ConfigurationError(f"invalid configuration: {problems}") from exc
+    except (ValueError, OSError) as exc:  # the TOML file: unreadable or not TOML
+        raise ConfigurationError(f"{CONFIG_FILE_ENV}={os.environ.get(CONFIG_FILE_ENV)} cannot be read: {exc}") from exc

@@ -26,6 +26,7 @@ class ReasonCode(StrEnum):
     SOP_CONFLICT = "sop_conflict"
     TOO_LARGE = "too_large"
     UNSAFE_PATH = "unsafe_path"
+    NOT_A_FILE = "not_a_file"  # a FIFO, socket or device node: never opened
     ABANDONED_TEMPORARY = "abandoned_temporary"
     # series level
     MISSING_GEOMETRY = "missing_geometry"
@@ -37,6 +38,7 @@ class ReasonCode(StrEnum):
     NONUNIFORM_SPACING = "nonuniform_spacing"
     SHEARED_SLICES = "sheared_slices"
     INCOMPLETE = "incomplete"
+    CONVERSION_FAILED = "conversion_failed"  # an unexpected error (or out of memory) while converting
     # labels
     GEOMETRY_MISMATCH = "geometry_mismatch"
     UNMATCHED_LABEL = "unmatched_label"
@@ -62,6 +64,15 @@ class DatabaseNotReadyError(SciaticError):
     """
 
 
+class DatabaseUnreachableError(SciaticError):
+    """The database named by ``SCIATIC_DATABASE_URL`` cannot be reached.
+
+    Recovery: check that the server runs and that the URL's host, port, user,
+    password and database name are right (``sciatic config`` shows the URL with
+    the password masked).
+    """
+
+
 class InputRefusedError(SciaticError):
     """An input (file, series, label) cannot be used, for a recorded reason.
 
@@ -72,9 +83,17 @@ class InputRefusedError(SciaticError):
     """
 
     def __init__(self, reason: ReasonCode, detail: str) -> None:
+        detail = printable(detail)  # details are stored and logged: they may quote hostile values
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def printable(text: str, limit: int = 2000) -> str:
+    """``text`` safe to store and log: control characters (NUL too) and lone surrogates escaped, length capped."""
+    cleaned = "".join(c if c.isprintable() or c in "\t\n" else repr(c)[1:-1] for c in text)
+    cleaned = cleaned.encode("utf-8", "backslashreplace").decode("utf-8")
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
 class FileRefusedError(InputRefusedError):

@@ -12,6 +12,7 @@ Every file the service writes lives under one of the configured directories
     results/labels/<SeriesUID>/v<N>/<rater>-<sha>.nii.gz  imported manual labels
     results/overlays/segmentation-<id>.png       pictures; results/report.html
     models/<name>, models/run-<NNNN>/            installed checkpoints, training runs
+    locks/ (beside the SQLite file)              lock files of the steps (sciatic.db.locks)
 
 Values that come from outside (UIDs, file names, rater and model names) are
 used only as single path components, and every path is checked to resolve
@@ -99,9 +100,6 @@ class DataLayout:
             safe_component(series_uid, "SeriesInstanceUID"),
             f"v{version}.nii.gz",
         )
-
-    def ingest_lock(self) -> Path:
-        return self.data / "ingest.lock"
 
     # ------------------------------------------------------------------ results
 

@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 from pydicom.uid import generate_uid
 
 from sciatic.dicom.convert import convert_series
+from sciatic.dicom.limits import SeriesLimits
 from sciatic.dicom.scan import DicomHeader, read_header
 from sciatic.dicom.series import CompletenessState, check_completeness, group_by_series, plan_series
 from sciatic.errors import InputRefusedError, ReasonCode
@@ -220,6 +221,17 @@ def test_plan_needs_one_series(tmp_path: Path) -> None:
         plan_series(_headers(paths))
 
 
-def test_oversized_series_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sciatic.dicom.series.MAX_VOXELS", 50)
-    assert _refusal(write_stack(tmp_path, count=3)) is ReasonCode.TOO_LARGE
+@pytest.mark.parametrize(
+    ("limits", "named"),
+    [
+        (SeriesLimits(max_voxels=50), "SCIATIC_MAX_SERIES_VOXELS"),
+        (SeriesLimits(max_slices=2), "SCIATIC_MAX_SERIES_SLICES"),
+        (SeriesLimits(max_matrix=3), "SCIATIC_MAX_IMAGE_MATRIX"),
+    ],
+)
+def test_oversized_series_is_refused_before_decoding(tmp_path: Path, limits: SeriesLimits, named: str) -> None:
+    headers = _headers(write_stack(tmp_path, count=3))
+    plan_series(headers)  # within the default limits
+    with pytest.raises(InputRefusedError) as refused:
+        plan_series(headers, limits)
+    assert refused.value.reason is ReasonCode.TOO_LARGE and named in refused.value.detail

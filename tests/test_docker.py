@@ -174,6 +174,23 @@ def test_every_setting_is_configurable_and_no_secret_is_committed() -> None:
     assert (DOCKER / ".gitignore").read_text().split() == [".env"]
 
 
+def test_dicom_receiver_gets_its_own_settings_and_no_secret() -> None:
+    """The receiver faces the hospital network: nothing in it opens the database or Airflow."""
+    environment = services()["dicom-receiver"]["environment"]
+    secret_name = re.compile(r"PASSWORD|KEY|SECRET|DATABASE_URL|FERNET|JWT", re.I)
+    assert not [name for name in environment if secret_name.search(name)], environment
+    secrets = [
+        value
+        for key, _, value in (line.partition("=") for line in ENV_EXAMPLE.read_text().splitlines())
+        if not key.startswith("#") and secret_name.search(key) and value
+    ]
+    assert secrets and not [v for v in environment.values() if any(s in str(v) for s in secrets)], environment
+    wanted = {f"SCIATIC_{name.upper()}" for name in Settings.model_fields if name.startswith("scp_")}
+    wanted -= {"SCIATIC_SCP_PORT"}  # the command fixes the container's port; the variable publishes it
+    assert wanted | {"SCIATIC_DATA_DIR", "SCIATIC_DROP_DIR"} <= set(environment), environment
+    assert environment["SCIATIC_DROP_DIR"] == "/data/drop"
+
+
 # --------------------------------------------------------------------------- images
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import time
@@ -17,10 +16,10 @@ from sciatic import pipeline
 from sciatic.config import get_settings
 from sciatic.db import migrate
 from sciatic.db.enums import SeriesStatus
+from sciatic.db.locks import named_lock
 from sciatic.db.models import DicomInstance, PipelineEvent, Quarantine, Series, Study, Subject
 from sciatic.db.session import default_engine
 from sciatic.imaging.volume import read_volume
-from sciatic.steps.ingest import ADVISORY_LOCK_KEY
 from sciatic.storage import sha256_file
 from tests._dicom_synthetic import write_stack
 from tests.ingest_helpers import assert_nothing_lost, fill_drop_folder
@@ -128,18 +127,10 @@ def test_quiet_period_and_files_being_written(
 def test_a_pass_does_nothing_while_another_holds_the_lock(database: sa.Engine) -> None:
     settings = get_settings()
     write_stack(settings.drop_dir, count=3)
-    if database.dialect.name == "postgresql":
-        holder = sa.create_engine(settings.effective_database_url)
-        with holder.connect() as connection:
-            connection.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
-            assert pipeline.ingest().skipped_busy
-            connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
-        holder.dispose()
-    else:
-        with open(settings.data_dir / "ingest.lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            assert pipeline.ingest().skipped_busy
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    holder = sa.create_engine(settings.effective_database_url)  # another process's connection
+    with named_lock(holder, "ingest") as held:
+        assert held and pipeline.ingest().skipped_busy
+    holder.dispose()
     assert _count(database, DicomInstance) == 0
     assert len(pipeline.ingest().converted) == 1
 
@@ -159,3 +150,15 @@ def test_absurdly_large_files_are_refused_unread(
             row.drop_path: row.reason for row in connection.execute(sa.select(Quarantine.drop_path, Quarantine.reason))
         }
     assert reasons == {str(drop / "huge.dcm"): "too_large", str(drop / "small.txt"): "not_dicom"}
+
+
+def test_a_pass_removes_what_interrupted_volume_writes_left(database: sa.Engine) -> None:
+    settings = get_settings()
+    leftover = settings.dir("volumes") / "1.2.3" / "1.2.3.4" / ".v1.nii.gz.0a1b2c3d4e5f.tmp"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half a volume")
+    kept = leftover.with_name("v1.nii.gz")
+    kept.write_bytes(b"a volume")
+    report = pipeline.ingest()
+    assert report.removed_leftovers == 1
+    assert not leftover.exists() and kept.exists()

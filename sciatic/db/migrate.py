@@ -11,9 +11,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from sciatic.config import mask_url
-from sciatic.errors import ConfigurationError, DatabaseNotReadyError
+from sciatic.errors import ConfigurationError, DatabaseNotReadyError, DatabaseUnreachableError
 
 
 def migrations_dir() -> Path:
@@ -27,6 +29,10 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(url: str) -> Config:
+    try:
+        make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"SCIATIC_DATABASE_URL {mask_url(url)!r} is not a usable database URL: {exc}") from exc
     scripts = migrations_dir()
     cfg = Config()
     cfg.set_main_option("script_location", str(scripts))
@@ -71,8 +77,13 @@ class DbStatus:
 
 def status(engine: Engine) -> DbStatus:
     script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False)))
-    with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        url = mask_url(engine.url.render_as_string(hide_password=False))
+        raise DatabaseUnreachableError(f"cannot reach the database {url}: {reason}") from exc
     return DbStatus(mask_url(engine.url.render_as_string(hide_password=False)), current, script.get_current_head())
 
 

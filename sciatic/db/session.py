@@ -8,13 +8,22 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sciatic.config import get_settings
+from sciatic.config import get_settings, mask_url
+from sciatic.errors import ConfigurationError
 
 
 def make_engine(url: str) -> Engine:
-    """An engine with the settings sciatic relies on for each backend."""
+    """An engine with the settings sciatic relies on for each backend (a URL that is none is refused)."""
+    try:
+        return _make_engine(url)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigurationError(f"SCIATIC_DATABASE_URL {mask_url(url)!r} is not a usable database URL: {exc}") from exc
+
+
+def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
 
@@ -38,7 +47,7 @@ def engine_for(url: str) -> Engine:
 def default_engine() -> Engine:
     settings = get_settings()
     if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.dir("data")  # the embedded database lives there: a clear error when it cannot be created
     return engine_for(settings.effective_database_url)
 
 

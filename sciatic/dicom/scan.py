@@ -52,7 +52,13 @@ _ITEM_TAG = 0xFFFEE000
 _SEQUENCE_DELIMITER_TAG = 0xFFFEE0DD
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-_UID_PATTERN = re.compile(r"^[0-9A-Za-z.\-]{1,64}$")
+# A DICOM UID (PS3.5 9.1): digits and dots, no empty component, no leading zero, at most 64 characters.
+_UID_PATTERN = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_UID_MAX = 64
+#: One file may hold at most this many frames (the per-series limits of the settings come later).
+MAX_FRAMES_PER_FILE = 65_536
+# Control characters (NUL included) never leave the header reader: databases and logs refuse or mangle them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class ImageLayout(StrEnum):
@@ -170,8 +176,8 @@ def _read_header(p: Path, fp: BinaryIO, file_size: int) -> DicomHeader:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = _read_dataset(p, fp, file_size)
-            pixel_tag = _inspect_pixel_data(p, fp, ds, file_size)
-            return _build_header(p, ds, file_size, pixel_tag)
+            pixel_tag, pixel_length = _inspect_pixel_data(p, fp, ds, file_size)
+            return _build_header(p, ds, file_size, pixel_tag, pixel_length)
     except InputRefusedError:
         raise
     except OSError as exc:
@@ -225,8 +231,8 @@ def _check_last_element(path: Path, ds: Dataset, file_size: int) -> None:
         raise FileRefusedError(path, ReasonCode.TRUNCATED, f"{path} ends inside its DICOM header")
 
 
-def _inspect_pixel_data(path: Path, fp: BinaryIO, ds: Dataset, file_size: int) -> int | None:
-    """Return the pixel data tag found after the header (``None`` if absent); check it is whole.
+def _inspect_pixel_data(path: Path, fp: BinaryIO, ds: Dataset, file_size: int) -> tuple[int | None, int | None]:
+    """The pixel data tag found after the header (``None`` if absent) and its length when native; check it is whole.
 
     The file position is where pydicom stopped: at the pixel data element, or
     at the end of the file when there is none.
@@ -235,17 +241,17 @@ def _inspect_pixel_data(path: Path, fp: BinaryIO, ds: Dataset, file_size: int) -
     if not syntax.is_transfer_syntax:
         raise FileRefusedError(path, ReasonCode.UNSUPPORTED_PIXELS, f"{path} has unknown transfer syntax {syntax}")
     if syntax.is_deflated:
-        return _pixel_tag_of_full_read(fp)
+        return _pixel_tag_of_full_read(fp), None
     implicit_vr, little_endian = ds.original_encoding
     start = fp.tell()
     raw = fp.read(12)
     if len(raw) < 8:
-        return None
+        return None, None
     endian = "<" if little_endian else ">"
     group, element = struct.unpack(endian + "HH", raw[:4])
     tag: int = group << 16 | element
     if tag != _PIXEL_DATA_TAG and tag not in _FLOAT_PIXEL_TAGS:
-        return None
+        return None, None
     if implicit_vr:
         (length,) = struct.unpack(endian + "L", raw[4:8])
         value_start = start + 8
@@ -259,12 +265,13 @@ def _inspect_pixel_data(path: Path, fp: BinaryIO, ds: Dataset, file_size: int) -
         value_start = start + 8
     if length == _UNDEFINED_LENGTH:
         _check_fragments(path, fp, value_start, file_size, _int(ds.get("NumberOfFrames")) or 1)
-    elif value_start + length > file_size:
+        return tag, None
+    if value_start + length > file_size:
         missing = value_start + length - file_size
         raise FileRefusedError(
             path, ReasonCode.TRUNCATED, f"{path} is truncated: {missing} bytes of pixel data are missing"
         )
-    return tag
+    return tag, length
 
 
 def _pixel_tag_of_full_read(fp: BinaryIO) -> int | None:
@@ -301,7 +308,10 @@ def _check_fragments(path: Path, fp: BinaryIO, position: int, file_size: int, fr
         )
 
 
-def _build_header(path: Path, ds: Dataset | _Decoded, file_size: int, pixel_tag: int | None) -> DicomHeader:
+def _build_header(
+    path: Path, ds: Dataset | _Decoded, file_size: int, pixel_tag: int | None, pixel_length: int | None = None
+) -> DicomHeader:
+    """The typed header; ``pixel_length`` is the byte length of native (uncompressed) pixel data."""
     sop_class = _str(ds.get("SOPClassUID")) or _str(ds.file_meta.get("MediaStorageSOPClassUID"))
     if pixel_tag is None:
         declared = (sop_class, _str(ds.file_meta.get("MediaStorageSOPClassUID")))
@@ -320,8 +330,8 @@ def _build_header(path: Path, ds: Dataset | _Decoded, file_size: int, pixel_tag:
     for key, value in uids.items():
         if not value:
             raise FileRefusedError(path, ReasonCode.MISSING_UID, f"{path} has no {key}")
-        if not _UID_PATTERN.match(value):
-            raise FileRefusedError(path, ReasonCode.MISSING_UID, f"{path} has an invalid {key} {value!r}")
+        if len(value) > _UID_MAX or not _UID_PATTERN.fullmatch(value):
+            raise FileRefusedError(path, ReasonCode.MISSING_UID, f"{path} has an invalid {key} {value[:80]!r}")
     photometric = _photometric(path, ds)
     rows, columns = _int(ds.get("Rows")), _int(ds.get("Columns"))
     bits_allocated, bits_stored = _int(ds.get("BitsAllocated")), _int(ds.get("BitsStored"))
@@ -334,6 +344,19 @@ def _build_header(path: Path, ds: Dataset | _Decoded, file_size: int, pixel_tag:
         )
     multi_frame = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
     number_of_frames = _int(ds.get("NumberOfFrames")) or 1
+    if not 1 <= number_of_frames <= MAX_FRAMES_PER_FILE:
+        raise FileRefusedError(
+            path, ReasonCode.TOO_LARGE, f"{path} declares {number_of_frames} frames (at most {MAX_FRAMES_PER_FILE})"
+        )
+    if pixel_length is not None:
+        expected = rows * columns * number_of_frames * (bits_allocated // 8)
+        if pixel_length not in (expected, expected + 1):  # + 1: the pad byte of an odd length
+            raise FileRefusedError(
+                path,
+                ReasonCode.UNREADABLE_PIXELS,
+                f"{path} has {pixel_length} bytes of pixel data, but Rows x Columns x frames x bytes per pixel "
+                f"= {rows} x {columns} x {number_of_frames} x {bits_allocated // 8} = {expected}",
+            )
     if multi_frame:
         assert isinstance(ds, Dataset)  # the fast reader leaves multi-frame objects to pydicom
         frames = _enhanced_frames(path, ds, number_of_frames)
@@ -451,9 +474,10 @@ def _values(value: Any) -> list[Any]:
 
 
 def _str(value: Any) -> str:
+    """A header value as clean text: control characters (NUL included) removed, spaces trimmed."""
     if value is None:
         return ""
-    return str(value).strip().strip("\x00").strip()
+    return _CONTROL.sub("", str(value)).strip()
 
 
 def _int(value: Any) -> int | None:

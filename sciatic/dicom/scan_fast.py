@@ -105,6 +105,7 @@ class _Decoded(dict[str, Any]):
     def __init__(self, file_meta: dict[str, Any]) -> None:
         super().__init__()
         self.file_meta = file_meta
+        self.pixel_length: int | None = None  # bytes of the (native) pixel data
 
 
 def fast_header(path: Path, head: bytes, file_size: int) -> DicomHeader | None:
@@ -115,7 +116,7 @@ def fast_header(path: Path, head: bytes, file_size: int) -> DicomHeader | None:
         found = _fast_elements(head, file_size)
         if found is None:
             return None
-        return _build_header(path, found, file_size, _PIXEL_DATA_TAG)
+        return _build_header(path, found, file_size, _PIXEL_DATA_TAG, found.pixel_length)
     except Exception:  # _GiveUp, a refusal, anything odd: pydicom reads it again and decides
         return None
 
@@ -237,6 +238,7 @@ def _fast_elements(head: bytes, file_size: int) -> _Decoded | None:
     if length == _UNDEFINED_LENGTH or value + length > file_size:
         return None  # compressed or truncated pixel data: pydicom checks it
     found = _Decoded(meta)
+    found.pixel_length = length
     for tag, data in raw.items():
         keyword, vr = _FAST_TAGS[tag]
         found[keyword] = _decode(data, vr)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from sciatic.dicom.limits import SeriesLimits
 from sciatic.dicom.scan import DicomHeader, ImageLayout
 from sciatic.errors import InputRefusedError, ReasonCode
 
@@ -26,7 +27,7 @@ DUPLICATE_POSITION_MM = 0.01  # two slices closer than this along the normal sha
 SPACING_TOLERANCE = 0.01  # relative deviation of one gap from the mean gap
 SPACING_TOLERANCE_MM = 1e-3  # ... but never stricter than this
 SHEAR_TOLERANCE = 0.05  # in-plane offset between slices, in pixels
-MAX_VOXELS = 1 << 30  # refuse before decoding anything larger (4 GiB as float32)
+DEFAULT_LIMITS = SeriesLimits()
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -117,19 +118,20 @@ def check_completeness(headers: Sequence[DicomHeader]) -> Completeness:
     return Completeness(CompletenessState.COMPLETE, present, expected, "ImagesInAcquisition matches")
 
 
-def plan_series(headers: Sequence[DicomHeader]) -> SeriesPlan:
-    """Check one series' geometry and sort its slices; raise ``InputRefusedError`` if it is not one 3D volume."""
+def plan_series(headers: Sequence[DicomHeader], limits: SeriesLimits = DEFAULT_LIMITS) -> SeriesPlan:
+    """Check one series' size and geometry and sort its slices; refuse what is not one 3D volume.
+
+    The ``limits`` are checked first, from the headers alone: nothing is decoded for a series over them.
+    """
     if not headers:
         raise ValueError("plan_series needs at least one header")
     first = headers[0]
     if any(h.series_instance_uid != first.series_instance_uid for h in headers):
         raise ValueError("plan_series was given headers of more than one series")
+    _check_size(headers, limits)
     _check_unique_instances(headers)
     _check_matrix(headers)
     sources, geometry = _expand_frames(headers)
-    voxels = first.rows * first.columns * len(sources)
-    if voxels > MAX_VOXELS:
-        raise InputRefusedError(ReasonCode.TOO_LARGE, f"the series has {voxels} voxels, more than {MAX_VOXELS}")
     orientation = _common_orientation(headers, geometry)
     spacing = _common_pixel_spacing(geometry)
     row_dir, col_dir = orientation[:3], orientation[3:]
@@ -162,6 +164,28 @@ def plan_series(headers: Sequence[DicomHeader]) -> SeriesPlan:
         voxel_size=(dc, dr, slice_spacing),
         affine=affine,
     )
+
+
+def _check_size(headers: Sequence[DicomHeader], limits: SeriesLimits) -> None:
+    largest = max(headers, key=lambda h: max(h.rows, h.columns))
+    if max(largest.rows, largest.columns) > limits.max_matrix:
+        raise InputRefusedError(
+            ReasonCode.TOO_LARGE,
+            f"{largest.path.name} is {largest.columns}x{largest.rows} pixels, over the limit of "
+            f"{limits.max_matrix} (SCIATIC_MAX_IMAGE_MATRIX)",
+        )
+    slices = sum(h.number_of_frames for h in headers)
+    if slices > limits.max_slices:
+        raise InputRefusedError(
+            ReasonCode.TOO_LARGE,
+            f"the series has {slices} images, over the limit of {limits.max_slices} (SCIATIC_MAX_SERIES_SLICES)",
+        )
+    voxels = sum(h.rows * h.columns * h.number_of_frames for h in headers)
+    if voxels > limits.max_voxels:
+        raise InputRefusedError(
+            ReasonCode.TOO_LARGE,
+            f"the series has {voxels} voxels, over the limit of {limits.max_voxels} (SCIATIC_MAX_SERIES_VOXELS)",
+        )
 
 
 def _check_unique_instances(headers: Sequence[DicomHeader]) -> None:

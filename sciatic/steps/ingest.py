@@ -20,25 +20,24 @@ the SQLite file), so two passes never handle the same file.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import logging
 import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from stat import S_ISLNK
+from stat import S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
 from nibabel.orientations import aff2axcodes
-from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
 from sciatic.config import Settings
 from sciatic.db import audit
 from sciatic.db.enums import Cohort, InstanceState, SeriesStatus
+from sciatic.db.locks import named_lock
 from sciatic.db.models import DicomInstance, DuplicateFile, Quarantine, Series, Study, Subject, utcnow
 from sciatic.db.pseudonym import pseudonymise
 from sciatic.db.session import session_scope
@@ -54,7 +53,6 @@ from sciatic.storage import move_file, sha256_file
 log = logging.getLogger(__name__)
 
 STEP = "ingest"
-ADVISORY_LOCK_KEY = 0x5C1A71C  # any constant shared by all sciatic processes
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", "~")
 ABANDONED_AFTER_SECONDS = 24 * 3600  # a temporary file untouched this long is quarantined
 INCOMPLETE_GIVE_UP_FACTOR = 30  # convert anyway after quiet period x this, noting the shortfall
@@ -76,6 +74,7 @@ class IngestReport:
     superseded: list[int] = field(default_factory=list)
     waiting_series: int = 0
     recovered_moves: int = 0
+    removed_leftovers: int = 0  # temporary files of writes a crash interrupted
     skipped_busy: bool = False
 
     def summary(self) -> str:
@@ -89,40 +88,15 @@ class IngestReport:
         )
 
 
-@contextmanager
-def pass_lock(engine: Engine, settings: Settings) -> Iterator[bool]:
-    """Yield True when this process holds the ingest lock, False when another pass does."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as connection:
-            got = bool(connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar())
-            try:
-                yield got
-            finally:
-                if got:
-                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
-                    connection.commit()
-        return
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with open(DataLayout.of(settings).ingest_lock(), "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def run_pass(settings: Settings, engine: Engine, now: float | None = None) -> IngestReport:
     """One complete pass; safe to run at any time, any number of times."""
     report = IngestReport()
-    with pass_lock(engine, settings) as acquired:
+    with named_lock(engine, STEP, wait=False) as acquired:
         if not acquired:
             report.skipped_busy = True
             return report
         report.recovered_moves = finish_pending_moves(engine)
+        report.removed_leftovers = remove_write_leftovers(DataLayout.of(settings).volumes)
         index_drop_folder(settings, engine, time.time() if now is None else now, report)
         convert_quiet_series(settings, engine, time.time() if now is None else now, report)
     log.info("ingest: %s", report.summary())
@@ -137,21 +111,46 @@ def finish_pending_moves(engine: Engine) -> int:
     done = 0
     with session_scope(engine) as session:
         for row in session.scalars(select(Quarantine).where(Quarantine.moved_at.is_(None))):
-            move_file(Path(row.drop_path), Path(row.quarantine_path))
-            row.moved_at = utcnow()
-            done += 1
+            if _move(Path(row.drop_path), Path(row.quarantine_path)):
+                row.moved_at = utcnow()
+                done += 1
         for dup in session.scalars(select(DuplicateFile).where(DuplicateFile.moved_at.is_(None))):
-            move_file(Path(dup.drop_path), Path(dup.stored_path))
-            dup.moved_at = utcnow()
-            done += 1
+            if _move(Path(dup.drop_path), Path(dup.stored_path)):
+                dup.moved_at = utcnow()
+                done += 1
         for inst in session.scalars(select(DicomInstance).where(DicomInstance.state == InstanceState.ARCHIVING)):
             assert inst.archive_path is not None
-            move_file(Path(inst.drop_path), Path(inst.archive_path))
-            inst.state = InstanceState.ARCHIVED
-            inst.archived_at = utcnow()
-            done += 1
+            if _move(Path(inst.drop_path), Path(inst.archive_path)):
+                inst.state = InstanceState.ARCHIVED
+                inst.archived_at = utcnow()
+                done += 1
     crash_point("moves finished")
     return done
+
+
+def _move(source: Path, destination: Path) -> bool:
+    """One recorded move; a file that cannot be moved now stays recorded, is left in place and retried."""
+    try:
+        return move_file(source, destination)
+    except OSError as exc:
+        log.warning("cannot move %s to %s (%s); it stays recorded and is retried next pass", source, destination, exc)
+        return False
+
+
+def remove_write_leftovers(root: Path) -> int:
+    """Delete the hidden temporary files that interrupted atomic writes left under ``root``.
+
+    Only ingest writes volumes, and it holds the pass lock, so every such file
+    under the volumes folder is a leftover of a crash.
+    """
+    removed = 0
+    for leftover in root.rglob(".*.tmp"):
+        if leftover.is_file() and not leftover.is_symlink():
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) left by interrupted writes under %s", removed, root)
+    return removed
 
 
 # --------------------------------------------------------------------------- indexing
@@ -186,9 +185,13 @@ def index_drop_folder(settings: Settings, engine: Engine, now: float, report: In
         known = set(
             session.scalars(select(DicomInstance.drop_path).where(DicomInstance.state == InstanceState.INDEXED))
         )
+        # recorded but not moved yet (it could not be): not examined again
+        known |= set(session.scalars(select(Quarantine.drop_path).where(Quarantine.moved_at.is_(None))))
+        known |= set(session.scalars(select(DuplicateFile.drop_path).where(DuplicateFile.moved_at.is_(None))))
     batch: list[tuple[_Found, DicomHeader | InputRefusedError, str | None]] = []
-    for path in _walk(drop):
-        if str(path) in known:
+    for found_path in _walk(drop):
+        path = _with_a_storable_name(engine, drop, found_path)
+        if path is None or str(path) in known:
             continue
         outcome = _examine(settings, path, now, report)
         if outcome is not None:
@@ -198,6 +201,32 @@ def index_drop_folder(settings: Settings, engine: Engine, now: float, report: In
             batch = []
     if batch:
         _record_batch(settings, engine, batch, report)
+
+
+def _with_a_storable_name(engine: Engine, drop: Path, path: Path) -> Path | None:
+    """``path``, or the name it was given because its bytes are not UTF-8 (None when it vanished).
+
+    Databases store text, and a name that is not UTF-8 cannot be stored as it
+    is: the file is renamed in the drop folder (top level, a name derived from
+    the original bytes) before anything else, and the rename is in the audit trail.
+    """
+    try:
+        str(path).encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        pass
+    raw = os.fsencode(path)
+    readable = "".join(c if c.isalnum() or c in "._-" else "_" for c in path.name.encode("utf-8", "replace").decode())
+    target = drop / f"renamed-{hashlib.sha256(raw).hexdigest()[:16]}-{readable[-64:]}"
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None
+    with session_scope(engine) as session:
+        original = raw.decode("utf-8", "backslashreplace")
+        audit.record(session, STEP, "renamed", detail=f"name is not UTF-8: {original!r}", to=str(target))
+    log.warning("renamed %r (not UTF-8) to %s", raw, target)
+    return target
 
 
 def _examine(
@@ -210,8 +239,11 @@ def _examine(
         return None
     found = _Found(path, stat.st_size, stat.st_mtime)
     if S_ISLNK(stat.st_mode):
-        target = os.readlink(path)
+        target = os.fsencode(os.readlink(path)).decode("utf-8", "backslashreplace")
         return found, InputRefusedError(ReasonCode.UNSAFE_PATH, f"symbolic link to {target} is not followed"), None
+    if not S_ISREG(stat.st_mode):
+        kind = "FIFO" if S_ISFIFO(stat.st_mode) else "socket" if S_ISSOCK(stat.st_mode) else "device or special file"
+        return found, InputRefusedError(ReasonCode.NOT_A_FILE, f"a {kind}, not a regular file: never opened"), None
     age = now - stat.st_mtime
     if _is_temporary(path.name):
         if age < ABANDONED_AFTER_SECONDS:
@@ -225,7 +257,12 @@ def _examine(
     if stat.st_size > settings.max_file_bytes:
         detail = f"{stat.st_size} bytes is over the limit of {settings.max_file_bytes} (SCIATIC_MAX_FILE_BYTES)"
         return found, InputRefusedError(ReasonCode.TOO_LARGE, detail), None
-    digest, data = _hash(path, stat.st_size)
+    try:
+        digest, data = _hash(path, stat.st_size)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return found, InputRefusedError(ReasonCode.UNREADABLE_FILE, f"cannot be read: {exc.strerror or exc}"), None
     header: DicomHeader | InputRefusedError
     try:
         header = read_header(path, data, fast=settings.fast_header_reader)  # the bytes just hashed, if kept
@@ -410,10 +447,17 @@ def _convert_series(settings: Settings, engine: Engine, series_uid: str, quiet: 
     volume: Volume | None = None
     if refusal is None:
         try:
-            plan = plan_series(headers)
+            plan = plan_series(headers, settings.series_limits())
             volume = load_volume(plan)
         except InputRefusedError as exc:
             refusal = exc
+        except MemoryError:
+            refusal = InputRefusedError(ReasonCode.TOO_LARGE, "ran out of memory while decoding the series")
+        except Exception as exc:  # a decoder's surprise: this series is refused, the pass goes on
+            log.exception("series %s: conversion failed", series_uid)
+            refusal = InputRefusedError(ReasonCode.CONVERSION_FAILED, f"{type(exc).__name__}: {exc}")
+        if refusal is not None:
+            plan, volume = None, None
     first = headers[0] if headers else None
     with session_scope(engine) as session:
         previous = session.scalars(

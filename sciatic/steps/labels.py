@@ -23,6 +23,7 @@ from sqlalchemy import Engine, select
 from sciatic.config import Settings
 from sciatic.db import audit, queries
 from sciatic.db.enums import LabelFormat
+from sciatic.db.locks import named_lock
 from sciatic.db.models import ManualLabel, Quarantine, utcnow
 from sciatic.db.session import session_scope
 from sciatic.errors import InputRefusedError, ReasonCode
@@ -63,7 +64,12 @@ def parse_name(path: Path) -> tuple[str, str] | None:
 
 
 def import_labels(settings: Settings, engine: Engine) -> LabelReport:
-    """One pass over the labels folder."""
+    """One pass over the labels folder (passes take turns: a named lock)."""
+    with named_lock(engine, STEP):
+        return _import_labels(settings, engine)
+
+
+def _import_labels(settings: Settings, engine: Engine) -> LabelReport:
     report = LabelReport()
     root = DataLayout.of(settings).labels
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):

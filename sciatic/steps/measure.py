@@ -12,6 +12,7 @@ import logging
 from sqlalchemy import Engine, delete
 
 from sciatic.db import audit
+from sciatic.db.locks import named_lock
 from sciatic.db.models import NerveMetric, Segmentation, Series, SliceMetric
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
@@ -39,7 +40,12 @@ def compute_metrics(engine: Engine, segmentation_id: int) -> NerveMetrics:
 
 
 def measure(engine: Engine, segmentation_id: int) -> None:
-    """Store slice and nerve metrics of one segmentation, replacing any earlier ones."""
+    """Store slice and nerve metrics of one segmentation, replacing any earlier ones (one process at a time)."""
+    with named_lock(engine, f"measure-{segmentation_id}"):
+        _measure(engine, segmentation_id)
+
+
+def _measure(engine: Engine, segmentation_id: int) -> None:
     metrics = compute_metrics(engine, segmentation_id)
     s = metrics.series
     with session_scope(engine) as session:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, delete, select
 from sciatic.config import Settings
 from sciatic.db import audit
 from sciatic.db.enums import QcStatus
+from sciatic.db.locks import named_lock
 from sciatic.db.models import ManualLabel, NerveMetric, QcResult, Segmentation, Series, SliceMetric
 from sciatic.db.queries import current_series
 from sciatic.db.session import session_scope
@@ -101,6 +102,11 @@ def stored_metrics(engine: Engine, segmentation_id: int) -> NerveMetrics:
 
 def quality_control(settings: Settings, engine: Engine, segmentation_id: int) -> QcStatus:
     """Label-free flags, plus agreement with every manual label of the series; return the QC status."""
+    with named_lock(engine, f"qc-{segmentation_id}"):
+        return _quality_control(settings, engine, segmentation_id)
+
+
+def _quality_control(settings: Settings, engine: Engine, segmentation_id: int) -> QcStatus:
     metrics = stored_metrics(engine, segmentation_id)
     thresholds = settings.qc_thresholds()
     verdict = assess(metrics, thresholds)

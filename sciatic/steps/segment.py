@@ -16,6 +16,7 @@ from sqlalchemy import Engine, delete, select
 from sciatic.config import Settings
 from sciatic.db import audit, queries, registry
 from sciatic.db.enums import SeriesStatus
+from sciatic.db.locks import named_lock
 from sciatic.db.models import NerveMetric, QcResult, Segmentation, Series, SliceMetric
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
@@ -43,7 +44,18 @@ def pending_series(engine: Engine) -> list[int]:
 def segment_series(
     settings: Settings, engine: Engine, series_id: int, model_id: int | None = None, force: bool = False
 ) -> int:
-    """Segment one series; return the segmentation id."""
+    """Segment one series; return the segmentation id.
+
+    Two processes asked for the same series and model take turns (a named
+    lock): the second finds the first one's segmentation and returns it.
+    """
+    with session_scope(engine) as session:
+        chosen = model_id if model_id is not None else registry.production(session).id
+    with named_lock(engine, f"segment-{series_id}-{chosen}"):
+        return _segment(settings, engine, series_id, chosen, force)
+
+
+def _segment(settings: Settings, engine: Engine, series_id: int, model_id: int, force: bool) -> int:
     from sciatic.imaging.volume import Volume, read_volume, write_volume
     from sciatic.model.infer import cached_model, segment_volume
     from sciatic.storage import sha256_file
@@ -53,7 +65,7 @@ def segment_series(
         if series is None or series.status is not SeriesStatus.CONVERTED or series.volume_path is None:
             state = "missing" if series is None else series.status.value
             raise SeriesNotSegmentableError(f"series {series_id} cannot be segmented ({state})")
-        model = registry.get(session, model_id) if model_id is not None else registry.production(session)
+        model = registry.get(session, model_id)
         existing = session.scalars(
             select(Segmentation).where(Segmentation.series_id == series_id, Segmentation.model_version_id == model.id)
         ).first()
