@@ -46,3 +46,15 @@ class QcStatus(StrEnum):
 class LabelFormat(StrEnum):
     NIFTI = "nifti"
     DICOM_SEG = "dicom_seg"
+
+
+class EligibilityReason(StrEnum):
+    """Why a converted series is not segmented (it stays converted: it is valid DICOM)."""
+
+    NOT_AXIAL = "not_axial"  # slices not across the leg's long axis
+    TOO_FEW_SLICES = "too_few_slices"
+    LOCALIZER = "localizer"  # ImageType LOCALIZER / SCOUT, or a scout-sized series
+    NOT_MAGNITUDE = "not_magnitude"  # phase, real, imaginary or derived maps
+    NOT_PD = "not_pd"  # the timing (TR, TE) or the description says another weighting
+    BODY_PART = "body_part"  # BodyPartExamined names something other than the thigh or leg
+    FORCED_OUT = "forced_out"  # the site listed the SeriesInstanceUID in SCIATIC_ELIGIBILITY_EXCLUDE

@@ -30,6 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from sciatic.db.enums import (
     Cohort,
+    EligibilityReason,
     InstanceState,
     LabelFormat,
     ModelStatus,
@@ -128,6 +129,13 @@ class Series(Base):
     converted_at: Mapped[dt.datetime | None] = mapped_column()
     refusal_reason: Mapped[ReasonCode | None] = mapped_column(StrEnumType(ReasonCode))
     refusal_detail: Mapped[str | None] = mapped_column(Text)
+    # acquisition facts the eligibility rules read (docs/eligibility.md)
+    repetition_time_ms: Mapped[float | None] = mapped_column(Float)
+    echo_time_ms: Mapped[float | None] = mapped_column(Float)
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    eligible: Mapped[bool | None] = mapped_column(comment="segmented only when true (NULL: not assessed)")
+    eligibility_reason: Mapped[EligibilityReason | None] = mapped_column(StrEnumType(EligibilityReason))
+    eligibility_detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     study: Mapped[Study] = relationship(back_populates="series")
