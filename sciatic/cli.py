@@ -232,6 +232,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("no production model: nothing segmented (train one, or `sciatic models promote ID`)")
     if summary.cases:
         print(summary.table())
+    for series_id, description, why in summary.not_segmented:
+        print(f"series {series_id} ({description}) not segmented: {why}")
     for series_id, error in summary.failed_series:
         print(f"series {series_id} FAILED: {error}")
     settings = get_settings()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from functools import lru_cache
@@ -25,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from sciatic.dicom.eligibility import EligibilityRules
 from sciatic.dicom.limits import SeriesLimits
 from sciatic.errors import ConfigurationError
 from sciatic.evaluation.thresholds import QcThresholds
@@ -47,6 +49,7 @@ _SUBDIRS: dict[str, str] = {
 
 _QC = QcThresholds()  # the QC defaults live with the thresholds
 _SERIES = SeriesLimits()  # and the size limits with theirs
+_RULES = EligibilityRules()  # and the eligibility rules with theirs
 
 
 class Settings(BaseSettings):
@@ -107,6 +110,36 @@ class Settings(BaseSettings):
         description="Secret for the keyed HMAC that turns PatientID into a pseudonym. When unset, a "
         "random key is created once in `<data_dir>/.pseudonym_key`; set it explicitly in production "
         "so that every machine derives the same pseudonyms.",
+    )
+    eligibility_min_slices: int = Field(
+        _RULES.min_slices, ge=1, description="Eligibility: a series with fewer slices is not segmented."
+    )
+    eligibility_max_tilt_deg: float = Field(
+        _RULES.max_tilt_deg,
+        ge=0,
+        le=90,
+        description="Eligibility: slices further than this from axial (the leg's long axis) are not segmented.",
+    )
+    eligibility_pd_min_tr_ms: float = Field(
+        _RULES.pd_min_tr_ms, gt=0, description="Eligibility: a PD series has at least this RepetitionTime (ms)."
+    )
+    eligibility_pd_max_te_ms: float = Field(
+        _RULES.pd_max_te_ms, gt=0, description="Eligibility: a PD series has at most this EchoTime (ms)."
+    )
+    eligibility_pd_pattern: str = Field(
+        _RULES.pd_pattern,
+        description="Eligibility: regular expression (case-insensitive) a SeriesDescription matches when a "
+        "series without TR/TE is PD.",
+    )
+    eligibility_body_parts: str = Field(
+        ",".join(_RULES.body_parts),
+        description="Eligibility: BodyPartExamined values (comma-separated, spaces ignored) that mean thigh or leg.",
+    )
+    eligibility_include: str = Field(
+        "", description="Eligibility: SeriesInstanceUIDs (comma-separated) always segmented, whatever the rules say."
+    )
+    eligibility_exclude: str = Field(
+        "", description="Eligibility: SeriesInstanceUIDs (comma-separated) never segmented."
     )
     keep_largest_component: bool = Field(
         True, description="Keep only the largest 3D connected component of a predicted mask."
@@ -199,6 +232,14 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @model_validator(mode="after")
+    def _check_pattern(self) -> Settings:
+        try:
+            re.compile(self.eligibility_pd_pattern)
+        except re.error as exc:
+            raise ValueError(f"SCIATIC_ELIGIBILITY_PD_PATTERN is not a regular expression: {exc}") from exc
+        return self
+
+    @model_validator(mode="after")
     def _resolve_directories(self) -> Settings:
         root = self.data_dir.expanduser().resolve()
         object.__setattr__(self, "data_dir", root)
@@ -243,6 +284,19 @@ class Settings(BaseSettings):
     def scp_allowed_list(self) -> list[str]:
         return [a.strip() for a in self.scp_allowed_aets.split(",") if a.strip()]
 
+    def eligibility_rules(self) -> EligibilityRules:
+        """The rules that decide which converted series are segmented (docs/eligibility.md)."""
+        return EligibilityRules(
+            min_slices=self.eligibility_min_slices,
+            max_tilt_deg=self.eligibility_max_tilt_deg,
+            pd_min_tr_ms=self.eligibility_pd_min_tr_ms,
+            pd_max_te_ms=self.eligibility_pd_max_te_ms,
+            pd_pattern=self.eligibility_pd_pattern,
+            body_parts=tuple(_items(self.eligibility_body_parts, upper=True)),
+            include_uids=frozenset(_items(self.eligibility_include)),
+            exclude_uids=frozenset(_items(self.eligibility_exclude)),
+        )
+
     def series_limits(self) -> SeriesLimits:
         """The size limits of one series, checked before decoding (see docs/security.md)."""
         return SeriesLimits(self.max_image_matrix, self.max_series_slices, self.max_series_voxels)
@@ -275,6 +329,12 @@ class Settings(BaseSettings):
                 shown = str(value)
             rows.append((ENV_PREFIX + name.upper(), shown, field.description or ""))
         return rows
+
+
+def _items(text: str, upper: bool = False) -> list[str]:
+    """The non-empty items of a comma-separated setting (spaces removed; upper-cased on request)."""
+    items = [item.strip().replace(" ", "") for item in text.split(",")]
+    return [item.upper() if upper else item for item in items if item]
 
 
 def defaults_table() -> list[tuple[str, str, str]]:

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 class NightlySummary:
     ingest: str = ""
     segmented: list[int] = field(default_factory=list)
+    # series converted by this run that the eligibility rules keep from segmentation: (series, description, why)
+    not_segmented: list[tuple[int, str, str]] = field(default_factory=list)
     failed_series: list[tuple[int, str]] = field(default_factory=list)
     labels_imported: int = 0
     no_model: bool = False
@@ -55,7 +57,13 @@ class NightlySummary:
 
 def run_nightly(run_id: str | None = None, progress: bool = True) -> NightlySummary:
     summary = NightlySummary()
-    summary.ingest = pipeline.ingest(run_id).summary()
+    ingested = pipeline.ingest(run_id)
+    summary.ingest = ingested.summary()
+    with session_scope(default_engine()) as session:
+        summary.not_segmented = [
+            (s.id, s.description or s.series_instance_uid, s.eligibility_detail or "")
+            for s in queries.ineligible_series(session, ingested.converted)
+        ]
     try:
         pending = pipeline.pending_series(run_id)
     except NoProductionModelError:

@@ -75,11 +75,11 @@ def ingest(run_id: str | None = None) -> IngestReport:
 
 
 def pending_series(run_id: str | None = None) -> list[int]:
-    """IDs of converted, current (not superseded) series without a segmentation by the production model."""
+    """IDs of converted, current, eligible series without a segmentation by the production model."""
     from sciatic.steps import segment as step
 
     with _step(run_id) as engine:
-        return step.pending_series(engine)
+        return step.pending_series(get_settings(), engine)
 
 
 def segment(series_id: int, run_id: str | None = None, model_id: int | None = None, force: bool = False) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from sciatic.db.enums import QcStatus, SeriesStatus
@@ -28,14 +28,16 @@ from sciatic.db.models import (
     Subject,
 )
 from sciatic.errors import SciaticError
-from sciatic.evaluation.cases import STATUS_ORDER, Case, CaseInfo
+from sciatic.evaluation.cases import STATUS_ORDER, Case, CaseInfo, NotSegmented
 
 __all__ = [
     "LabelledSeries",
     "case_infos",
     "cases",
     "current_series",
+    "ineligible_series",
     "labelled_series",
+    "not_segmented",
     "pending_series",
     "qc_summary",
     "source_files",
@@ -54,14 +56,59 @@ def current_series(session: Session, series_instance_uid: str) -> Series | None:
     ).first()
 
 
-def pending_series(session: Session, model_id: int) -> list[int]:
-    """Converted, current series that model ``model_id`` has not segmented yet."""
+def pending_series(
+    session: Session, model_id: int, include: Iterable[str] = (), exclude: Iterable[str] = ()
+) -> list[int]:
+    """Converted, current, eligible series that model ``model_id`` has not segmented yet.
+
+    ``include`` and ``exclude`` are the site's SeriesInstanceUID lists: they win over the
+    verdict stored at conversion (so a change of the lists takes effect without converting again).
+    """
     done = select(Segmentation.series_id).where(Segmentation.model_version_id == model_id)
+    eligible = or_(Series.eligible.is_not(False), Series.series_instance_uid.in_(list(include)))
     return list(
         session.scalars(
-            select(Series.id).where(Series.status == SeriesStatus.CONVERTED, Series.id.not_in(done)).order_by(Series.id)
+            select(Series.id)
+            .where(
+                Series.status == SeriesStatus.CONVERTED,
+                Series.id.not_in(done),
+                eligible,
+                Series.series_instance_uid.not_in(list(exclude)),
+            )
+            .order_by(Series.id)
         )
     )
+
+
+def not_segmented(session: Session, where: tuple[Any, ...] = ()) -> list[NotSegmented]:
+    """Converted, current series kept from segmentation by the eligibility rules (matching ``where``)."""
+    rows = session.execute(
+        select(Series, Study, Subject)
+        .join(Study, Study.id == Series.study_id)
+        .join(Subject, Subject.id == Study.subject_id)
+        .where(Series.status == SeriesStatus.CONVERTED, Series.eligible.is_(False), *where)
+        .order_by(Series.id)
+    ).all()
+    return [
+        NotSegmented(
+            series_id=series.id,
+            pseudonym=subject.pseudonym,
+            study_date=study.study_date,
+            series_number=series.series_number,
+            series_description=series.description,
+            reason=series.eligibility_reason.value if series.eligibility_reason else "",
+            detail=series.eligibility_detail or "",
+        )
+        for series, study, subject in rows
+    ]
+
+
+def ineligible_series(session: Session, series_ids: Iterable[int] | None = None) -> list[Series]:
+    """Converted, current series the eligibility rules keep from segmentation (all, or of ``series_ids``)."""
+    query = select(Series).where(Series.status == SeriesStatus.CONVERTED, Series.eligible.is_(False))
+    if series_ids is not None:
+        query = query.where(Series.id.in_(list(series_ids)))
+    return list(session.scalars(query.order_by(Series.id)))
 
 
 def source_files(session: Session, series_id: int) -> list[Path]:

@@ -14,6 +14,7 @@ odd. Then pydicom reads the file, and it alone decides every refusal.
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import struct
@@ -130,6 +131,14 @@ class DicomHeader:
     pixel_representation: PixelRepresentation
     number_of_frames: int
     frames: tuple[FrameGeometry, ...]
+    # acquisition facts the eligibility rules read (sciatic.dicom.eligibility)
+    repetition_time_ms: float | None = None
+    echo_time_ms: float | None = None
+    scanning_sequence: tuple[str, ...] = ()
+    scan_options: tuple[str, ...] = ()
+    mr_acquisition_type: str = ""
+    body_part: str = ""
+    laterality: str = ""  # Laterality, else ImageLaterality: R, L, B or U
 
     @property
     def is_localizer(self) -> bool:
@@ -357,9 +366,11 @@ def _build_header(
                 f"{path} has {pixel_length} bytes of pixel data, but Rows x Columns x frames x bytes per pixel "
                 f"= {rows} x {columns} x {number_of_frames} x {bits_allocated // 8} = {expected}",
             )
+    repetition_time, echo_time = ds.get("RepetitionTime"), ds.get("EchoTime")
     if multi_frame:
         assert isinstance(ds, Dataset)  # the fast reader leaves multi-frame objects to pydicom
         frames = _enhanced_frames(path, ds, number_of_frames)
+        repetition_time, echo_time = _enhanced_timing(ds)
     else:
         frames = _classic_frames(ds, number_of_frames)
     return DicomHeader(
@@ -392,6 +403,13 @@ def _build_header(
         else PixelRepresentation.UNSIGNED,
         number_of_frames=number_of_frames,
         frames=frames,
+        repetition_time_ms=_positive(repetition_time),
+        echo_time_ms=_positive(echo_time),
+        scanning_sequence=tuple(_str(v).upper() for v in _values(ds.get("ScanningSequence"))),
+        scan_options=tuple(_str(v).upper() for v in _values(ds.get("ScanOptions")) if _str(v)),
+        mr_acquisition_type=_str(ds.get("MRAcquisitionType")).upper(),
+        body_part=_str(ds.get("BodyPartExamined")).upper()[:64],
+        laterality=(_str(ds.get("Laterality")) or _str(ds.get("ImageLaterality"))).upper()[:1],
     )
 
 
@@ -405,6 +423,26 @@ def _photometric(path: Path, ds: Dataset | _Decoded) -> Photometric:
             f"{path} is not a grayscale image ({value}, {samples} samples per pixel)",
         )
     return Photometric(value)
+
+
+def _enhanced_timing(ds: Dataset) -> tuple[Any, Any]:
+    """RepetitionTime and EffectiveEchoTime of an enhanced MR object (shared, else first frame's groups)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or [None]
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    lookup = _functional_group_lookup(per_frame[0] or Dataset(), shared_seq[0] if shared_seq else None)
+    return (
+        lookup("MRTimingAndRelatedParametersSequence", "RepetitionTime"),
+        lookup("MREchoSequence", "EffectiveEchoTime"),
+    )
+
+
+def _positive(value: Any) -> float | None:
+    """A positive number (ms) or None: a missing, empty, zero or unparsable value tells nothing."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def _classic_frames(ds: Dataset | _Decoded, number_of_frames: int) -> tuple[FrameGeometry, ...]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from sciatic.db.enums import Cohort, QcStatus
 
-__all__ = ["STATUS_ORDER", "Case", "CaseInfo"]
+__all__ = ["STATUS_ORDER", "Case", "CaseInfo", "NotSegmented"]
 
 #: Worst first: the order of cases in reports.
 STATUS_ORDER = {QcStatus.FAIL: 0, QcStatus.REVIEW: 1, None: 2, QcStatus.PASS: 3}
@@ -80,3 +80,16 @@ class Case:
             self.info.pseudonym,
             self.info.segmentation_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NotSegmented:
+    """A converted series the eligibility rules keep from segmentation, and why."""
+
+    series_id: int
+    pseudonym: str
+    study_date: dt.date | None
+    series_number: int | None
+    series_description: str | None
+    reason: str
+    detail: str

@@ -15,6 +15,7 @@ import datetime as dt
 import io
 import logging
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import jinja2
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from sciatic import __version__
 from sciatic.db.enums import Cohort, QcStatus
 from sciatic.errors import SciaticError
-from sciatic.evaluation.cases import Case
+from sciatic.evaluation.cases import Case, NotSegmented
 from sciatic.evaluation.overlay import CaseImages, load_case, overlay_png_bytes
 from sciatic.imaging.picture import LABEL_COLOUR, MASK_COLOUR
 from sciatic.imaging.volume import slice_spacing_mm
@@ -245,6 +246,23 @@ cases with QC status fail are left out.</p>
 </div>
 </section>
 
+<section id="not-segmented">
+<h2>Series not segmented</h2>
+<p class="meta">Converted series that are not PD axial thigh series (docs/eligibility.md): kept, never segmented.</p>
+<table>
+<thead><tr><th>subject</th><th>study date</th><th>series</th><th>reason</th><th>why</th></tr></thead>
+<tbody>
+{% for s in not_segmented %}
+<tr><td>{{ s.pseudonym }}</td><td>{{ s.study_date or "" }}</td>
+<td>{{ s.series_number if s.series_number is not none else "" }} {{ s.series_description or "" }}</td>
+<td>{{ s.reason }}</td><td>{{ s.detail }}</td></tr>
+{% else %}
+<tr><td colspan="5">none</td></tr>
+{% endfor %}
+</tbody>
+</table>
+</section>
+
 <section id="case-details">
 <h2>Case details</h2>
 {% for c in cases %}
@@ -275,9 +293,16 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 
 def render_report(
-    cases: list[Case], selection: str, generated: dt.datetime | None = None, progress: bool | None = None
+    cases: list[Case],
+    selection: str,
+    generated: dt.datetime | None = None,
+    progress: bool | None = None,
+    not_segmented: Sequence[NotSegmented] = (),
 ) -> str:
-    """The HTML page for ``cases`` (pictures are rendered here); ``selection`` describes the range."""
+    """The HTML page for ``cases`` (pictures are rendered here); ``selection`` describes the range.
+
+    ``not_segmented`` lists the converted series the eligibility rules kept from segmentation.
+    """
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.from_string(TEMPLATE)
     show = progress if progress is not None else len(cases) >= PROGRESS_MIN_CASES
@@ -295,6 +320,7 @@ def render_report(
         generated=(generated or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
         cases=rendered,
+        not_segmented=not_segmented,
         counts=sorted(counts.items(), key=lambda kv: list(STATUS_COLOURS).index(kv[0])),
         cohorts=cohorts,
         cohort_plot=_data_uri(plot) if plot else None,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
 
+import numpy as np
 from nibabel.orientations import aff2axcodes
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
@@ -41,6 +42,7 @@ from sciatic.db.locks import named_lock
 from sciatic.db.models import DicomInstance, DuplicateFile, Quarantine, Series, Study, Subject, utcnow
 from sciatic.db.pseudonym import pseudonymise
 from sciatic.db.session import session_scope
+from sciatic.dicom import eligibility
 from sciatic.dicom.convert import load_volume
 from sciatic.dicom.scan import DicomHeader, read_header
 from sciatic.dicom.series import CompletenessState, SeriesPlan, check_completeness, plan_series
@@ -487,6 +489,7 @@ def _convert_series(settings: Settings, engine: Engine, series_uid: str, quiet: 
         )
         if volume is not None and plan is not None and volume_path is not None:
             _set_geometry(series, volume, volume_path, volume_sha)
+            _set_eligibility(series, headers, volume, settings)
         else:
             assert refusal is not None
             series.status = SeriesStatus.REFUSED
@@ -528,6 +531,34 @@ def _set_geometry(series: Series, volume: Volume, path: Path, sha: str | None) -
     series.volume_path = str(path)
     series.volume_sha256 = sha
     series.converted_at = utcnow()
+
+
+def _set_eligibility(series: Series, headers: list[DicomHeader], volume: Volume, settings: Settings) -> None:
+    """Record whether the series is one the model may segment (a PD axial thigh series), and why not."""
+    first = headers[0]
+    direction = volume.affine[:3, 2] / np.linalg.norm(volume.affine[:3, 2])
+    facts = eligibility.SeriesFacts(
+        series_instance_uid=series.series_instance_uid,
+        description=first.series_description,
+        image_types=frozenset(value for header in headers for value in header.image_type),
+        n_slices=volume.shape[2],
+        slice_normal=(float(direction[0]), float(direction[1]), float(direction[2])),
+        repetition_time_ms=first.repetition_time_ms,
+        echo_time_ms=first.echo_time_ms,
+        scanning_sequence=first.scanning_sequence,
+        scan_options=first.scan_options,
+        body_part=first.body_part,
+    )
+    verdict = eligibility.assess(facts, settings.eligibility_rules())
+    series.repetition_time_ms, series.echo_time_ms = first.repetition_time_ms, first.echo_time_ms
+    series.body_part = first.body_part or None
+    series.eligible, series.eligibility_reason, series.eligibility_detail = (
+        verdict.eligible,
+        verdict.reason,
+        verdict.detail,
+    )
+    if not verdict.eligible:
+        log.info("series %s is not segmented: %s", series.series_instance_uid, verdict.detail)
 
 
 def _get_or_create_study(session: Session, settings: Settings, study_uid: str, header: DicomHeader | None) -> Study:

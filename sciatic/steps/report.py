@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import Engine
 
 from sciatic.db import queries
-from sciatic.db.models import Segmentation
+from sciatic.db.models import Segmentation, Series
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
 from sciatic.evaluation.cases import Case
@@ -117,7 +117,16 @@ def write_html_report(
     (default: from ``PROGRESS_MIN_CASES`` cases on, on a terminal).
     """
     cases = collect_cases(engine, since, until, model_id)
-    html = render_report(cases, _selection_text(since, until, model_id), progress=progress).encode("utf-8")
+    where: list[Any] = []
+    start, stop = _bound(since, end=False), _bound(until, end=True)
+    if start is not None:
+        where.append(Series.converted_at >= start)
+    if stop is not None:
+        where.append(Series.converted_at < stop)
+    with session_scope(engine) as session:
+        skipped = queries.not_segmented(session, tuple(where))
+    selection = _selection_text(since, until, model_id)
+    html = render_report(cases, selection, progress=progress, not_segmented=skipped).encode("utf-8")
     out = Path(out_html)
 
     def write(fp: BinaryIO) -> None:

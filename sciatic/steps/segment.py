@@ -35,10 +35,11 @@ class SeriesNotSegmentableError(SciaticError):
     """
 
 
-def pending_series(engine: Engine) -> list[int]:
-    """Converted, current series that the production model has not segmented yet."""
+def pending_series(settings: Settings, engine: Engine) -> list[int]:
+    """Converted, current, eligible series that the production model has not segmented yet."""
+    rules = settings.eligibility_rules()
     with session_scope(engine) as session:
-        return queries.pending_series(session, registry.production(session).id)
+        return queries.pending_series(session, registry.production(session).id, rules.include_uids, rules.exclude_uids)
 
 
 def segment_series(
