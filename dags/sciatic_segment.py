@@ -2,18 +2,20 @@
 ### sciatic_segment
 
 Nightly (cron `SCIATIC_SEGMENT_SCHEDULE`, default 01:00 local) **or** whenever
-`sciatic_ingest` updates the `sciatic://volumes` Asset: list the series still
-without a segmentation by the production model, then for each series (one mapped
-task group instance per series): segment with the U-Net on the Celery queue `gpu`
-in the pool `gpu` -> nerve metrics -> QC flags. A failure in one series leaves
-the other series' tasks running.
+`sciatic_ingest` updates the `sciatic://volumes` Asset: list the eligible series
+still without a segmentation by the production model, cut them into chunks of
+`SCIATIC_SEGMENT_CHUNK_SIZE`, and run one mapped `segment_chunk` task per chunk on
+the Celery queue `gpu` in the pool `gpu`: it loads the model once and segments,
+measures and QCs every series of its chunk. A series that fails is recorded and
+the chunk goes on; the task then fails, and its retry redoes only the failed
+series. Other chunks are not affected.
 """
 
 from __future__ import annotations
 
 import logging
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task, task_group
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 from sciatic_common import (
     DEFAULT_ARGS,
     GPU_POOL,
@@ -28,6 +30,10 @@ from sciatic_common import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class ChunkFailedError(RuntimeError):
+    """Some series of the chunk failed (the others are done); a retry redoes only those."""
 
 
 @dag(
@@ -45,49 +51,31 @@ log = logging.getLogger(__name__)
 )
 def sciatic_segment() -> None:
     @task
-    def pending_series() -> list[int]:
-        """Ids of converted series without a segmentation by the production model."""
+    def pending_series() -> list[list[int]]:
+        """Chunks of the eligible series without a segmentation by the production model."""
         from sciatic import pipeline
 
-        ids = pipeline.pending_series(run_id=airflow_run_id())
-        if len(ids) > MAX_MAPPED:
-            log.info("%d series pending; this run takes %d, the next run the rest", len(ids), MAX_MAPPED)
-            ids = ids[:MAX_MAPPED]
-        log.info("%d series to segment: %s", len(ids), ids)
-        return ids
+        chunks = pipeline.chunks(pipeline.pending_series(run_id=airflow_run_id()))
+        if len(chunks) > MAX_MAPPED:
+            log.info("%d chunks pending; this run takes %d, the next run the rest", len(chunks), MAX_MAPPED)
+            chunks = chunks[:MAX_MAPPED]
+        log.info("%d series in %d chunk(s): %s", sum(map(len, chunks)), len(chunks), chunks)
+        return chunks
 
     @task(queue=GPU_QUEUE, pool=GPU_POOL)
-    def segment(series_id: int) -> int:
-        """Run the production U-Net on one series; returns the segmentation id."""
+    def segment_chunk(series_ids: list[int]) -> list[int]:
+        """Segment, measure and QC a chunk of series (the model loaded once); returns the segmentation ids."""
         from sciatic import pipeline
 
-        segmentation_id = pipeline.segment(series_id, run_id=airflow_run_id())
-        log.info("series %d -> segmentation %d", series_id, segmentation_id)
-        return segmentation_id
+        report = pipeline.segment_chunk(series_ids, run_id=airflow_run_id())
+        log.info("chunk %s: %s", series_ids, report.summary())
+        for series_id, error in report.failed:
+            log.error("series %d failed: %s", series_id, error)
+        if report.failed:
+            raise ChunkFailedError(f"{len(report.failed)} of {len(series_ids)} series failed: {report.failed}")
+        return report.done
 
-    @task
-    def measure(segmentation_id: int) -> int:
-        """Slice and nerve metrics (CSA, volume, signal) of one segmentation."""
-        from sciatic import pipeline
-
-        pipeline.measure(segmentation_id, run_id=airflow_run_id())
-        log.info("segmentation %d measured", segmentation_id)
-        return segmentation_id
-
-    @task
-    def quality_control(segmentation_id: int) -> str:
-        """QC flags (and Dice against any manual label); returns the QC status."""
-        from sciatic import pipeline
-
-        status = pipeline.quality_control(segmentation_id, run_id=airflow_run_id())
-        log.info("segmentation %d QC: %s", segmentation_id, status)
-        return status
-
-    @task_group
-    def per_series(series_id: int) -> None:
-        quality_control(measure(segment(series_id)))
-
-    per_series.expand(series_id=pending_series())
+    segment_chunk.expand(series_ids=pending_series())
 
 
 sciatic_segment()

@@ -179,6 +179,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from sciatic.db import registry
     from sciatic.db.session import session_scope
 
+    if args.models_command in {"add", "export"}:
+        return _models_files(args)
     with session_scope(_engine()) as session:
         if args.models_command == "promote":
             version = registry.promote(session, args.id)
@@ -197,6 +199,27 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_files(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sciatic.config import get_settings
+    from sciatic.steps import models
+
+    if args.models_command == "export":
+        exported = models.export_model(get_settings(), _engine(), args.id, Path(args.output))
+        print(f"model {args.id} exported: {exported.checkpoint}, {exported.sha256_file.name}, {exported.card.name}")
+        return 0
+    added = models.add_model(
+        get_settings(), _engine(), Path(args.path), name=args.name, promote=args.promote, sha256=args.sha256
+    )
+    what = "installed as" if added.new else "was registered already as"
+    check = "sha256 verified" if added.verified else "sha256 NOT verified: no --sha256 and no .sha256 file beside it"
+    print(f"{args.path} {what} model {added.model_id} ({added.name}), {check}; model card {added.card}")
+    if added.promoted:
+        print(f"model {added.model_id} ({added.name}) is now in production")
+    return 0
+
+
 def _cmd_labels(args: argparse.Namespace) -> int:
     from sciatic import pipeline
 
@@ -212,8 +235,8 @@ def _cmd_labels(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from sciatic import pipeline
 
-    run_id = pipeline.start_training_run("cli", config_name=args.config)
-    model_id = pipeline.train_challenger(run_id, epochs=args.epochs, progress=True)
+    run_id = pipeline.start_training_run("cli", config_name=args.config, from_scratch=args.from_scratch or None)
+    model_id = pipeline.train_challenger(run_id, epochs=args.epochs, progress=True, max_minutes=args.max_minutes)
     print(f"training run {run_id}: challenger is model {model_id}")
     if args.no_decide:
         return 0
@@ -229,19 +252,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     summary = run_nightly(run_id=args.run_id)
     print(f"ingest: {summary.ingest}")
     if summary.no_model:
-        print("no production model: nothing segmented (train one, or `sciatic models promote ID`)")
+        from sciatic.model.shipped import SHIPPED_MODEL
+
+        print(
+            "no production model: nothing segmented. Install the shipped phantom model with\n"
+            f"  sciatic models add {SHIPPED_MODEL} --promote\n"
+            "then label series and `sciatic train` your own (docs/deploy.md), or `sciatic models promote ID`"
+        )
     if summary.cases:
         print(summary.table())
     for series_id, description, why in summary.not_segmented:
         print(f"series {series_id} ({description}) not segmented: {why}")
     for series_id, error in summary.failed_series:
         print(f"series {series_id} FAILED: {error}")
+    for segmentation_id, error in summary.not_queued:
+        print(f"segmentation {segmentation_id}: results NOT queued for the PACS: {error}")
     settings = get_settings()
     print(
-        f"labels imported: {summary.labels_imported}\n"
+        f"labels imported: {summary.labels_imported}\n{summary.outbox_line()}\n"
         f"masks and pictures: {settings.results_dir}\ndatabase: {settings.effective_database_url}"
     )
-    return 1 if summary.failed_series else 0
+    return 1 if summary.failed_series or summary.not_queued else 0
 
 
 def _cmd_scp(args: argparse.Namespace) -> int:
@@ -267,11 +298,49 @@ def _cmd_scp(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from sciatic import pipeline
 
-    result = pipeline.export_seg(args.segmentation_id, args.output, send=args.send)
-    print(
-        f"DICOM SEG written to {result.path} ({result.frames} frames, referencing series "
-        f"{result.referenced_series_instance_uid})"
-    )
+    sent = " and sent to the PACS" if args.send else ""
+    if args.export_command == "sr":
+        report = pipeline.export_sr(args.segmentation_id, args.output, send=args.send, seg=args.seg)
+        made = "written to" if report.seg_written else "given as"
+        print(f"DICOM SR written to {report.sr.path}{sent}; the SEG it references {made} {report.seg_path}")
+    elif args.export_command == "sc":
+        picture = pipeline.export_sc(args.segmentation_id, args.output, send=args.send)
+        print(f"DICOM Secondary Capture written to {picture.path}{sent} (series {picture.series_instance_uid})")
+    else:
+        result = pipeline.export_seg(args.segmentation_id, args.output, send=args.send)
+        print(
+            f"DICOM SEG written to {result.path} ({result.frames} frames, referencing series "
+            f"{result.referenced_series_instance_uid}){sent}"
+        )
+    return 0
+
+
+def _cmd_outbox(args: argparse.Namespace) -> int:
+    from sciatic import pipeline
+    from sciatic.db.enums import OutboxStatus
+    from sciatic.steps import export, outbox
+
+    if args.outbox_command == "retry":
+        queued = outbox.retry(_engine(), args.ids)
+        print(f"{len(queued)} object(s) queued again: {queued}" if queued else "nothing to retry")
+    elif args.outbox_command == "queue":
+        from sciatic.config import get_settings
+
+        for segmentation_id in args.segmentation_ids:
+            ids = export.queue_results(get_settings(), _engine(), segmentation_id)
+            print(f"segmentation {segmentation_id}: outbox {ids or 'nothing queued (no PACS, or QC not pass)'}")
+    elif args.outbox_command == "send":
+        print(pipeline.drain_outbox().summary())
+    else:
+        status = OutboxStatus(args.status) if args.status else None
+        for e in outbox.entries(_engine(), status):
+            when = f"sent {e.sent_at:%Y-%m-%d %H:%M}" if e.sent_at else f"next {e.next_attempt_at:%Y-%m-%d %H:%M}"
+            when += " UTC"
+            error = f"  {e.last_error}" if e.last_error and e.status is not OutboxStatus.SENT else ""
+            print(
+                f"{e.id:>5}  seg {e.segmentation_id:<5} {e.kind.value:<3} {e.status.value:<8} "
+                f"{e.attempts:>2} tries  {when}  {e.destination}{error}"
+            )
     return 0
 
 
@@ -369,9 +438,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="segment again even when a segmentation exists")
     p.set_defaults(handler=_cmd_segment)
 
-    p = commands.add_parser("models", help="the model registry: list, promote, retire")
+    p = commands.add_parser("models", help="the model registry: list, add, export, promote, retire")
     models = p.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     models.add_parser("list", help="every model version with its status")
+    q = models.add_parser("add", help="install a checkpoint (from a GPU machine, another site, the shipped model)")
+    q.add_argument("path", help="checkpoint file (.pt); a NAME.sha256 beside it is checked, and NAME.md kept")
+    q.add_argument("--name", help="model name (default: the file name without .pt)")
+    q.add_argument("--promote", action="store_true", help="make it the production model")
+    q.add_argument("--sha256", help="the checkpoint's expected sha256 (default: from PATH's .sha256 file, if any)")
+    q = models.add_parser("export", help="write a model's checkpoint, .sha256 and model card into a folder")
+    q.add_argument("id", type=int)
+    q.add_argument("-o", "--output", required=True, help="folder (created if missing)")
     q = models.add_parser("promote", help="make a model version the production model")
     q.add_argument("id", type=int)
     q = models.add_parser("retire", help="take a model version out of use")
@@ -382,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="model configuration (default SCIATIC_TRAIN_CONFIG): seed, cascade")
     p.add_argument("--epochs", type=int, help="default SCIATIC_TRAIN_EPOCHS")
     p.add_argument("--no-decide", action="store_true", help="train only; leave the registry as it is")
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="start from random weights, not the production model's (default SCIATIC_TRAIN_FROM_SCRATCH)",
+    )
+    p.add_argument("--max-minutes", type=float, help="wall-time budget (default SCIATIC_TRAIN_MAX_MINUTES; 0: none)")
     p.set_defaults(handler=_cmd_train)
 
     p = commands.add_parser("labels", help="manual labels: import")
@@ -396,13 +479,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-associations", type=int, help="default SCIATIC_SCP_MAX_ASSOCIATIONS (4)")
     p.set_defaults(handler=_cmd_scp)
 
-    p = commands.add_parser("export", help="export results: a segmentation as DICOM SEG")
+    p = commands.add_parser("export", help="export results: a segmentation as DICOM SEG, SR or SC")
     export = p.add_subparsers(dest="export_command", required=True, metavar="WHAT")
     q = export.add_parser("seg", help="DICOM Segmentation object referencing the source series")
     q.add_argument("segmentation_id", type=int)
     q.add_argument("-o", "--output", required=True, help="output .dcm file")
     q.add_argument("--send", action="store_true", help="also send it to SCIATIC_PACS_HOST (C-STORE)")
+    q = export.add_parser("sr", help="DICOM SR measurement report (TID 1500) referencing a SEG and the source series")
+    q.add_argument("segmentation_id", type=int)
+    q.add_argument("-o", "--output", required=True, help="output .dcm file")
+    q.add_argument(
+        "--seg", help="the SEG to reference (from `sciatic export seg`); default: a new one, <output>-seg.dcm"
+    )
+    q.add_argument("--send", action="store_true", help="also send it and its SEG to SCIATIC_PACS_HOST (C-STORE)")
+    q = export.add_parser("sc", help="DICOM Secondary Capture: the montage with the nerve outline, a new series")
+    q.add_argument("segmentation_id", type=int)
+    q.add_argument("-o", "--output", required=True, help="output .dcm file")
+    q.add_argument("--send", action="store_true", help="also send it to SCIATIC_PACS_HOST (C-STORE)")
     p.set_defaults(handler=_cmd_export)
+
+    p = commands.add_parser("outbox", help="results on their way to the PACS: list, retry, queue, send")
+    box = p.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    q = box.add_parser("list", help="every queued object with its status, tries and last error")
+    q.add_argument("--status", choices=["pending", "sent", "failed"], help="only objects with this status")
+    q = box.add_parser("retry", help="queue failed objects again (all, or the given outbox ids)")
+    q.add_argument("ids", nargs="*", type=int, metavar="ID")
+    q = box.add_parser("queue", help="queue the SEG, SR and SC of segmentations (e.g. older ones) for the PACS")
+    q.add_argument("segmentation_ids", nargs="+", type=int, metavar="SEGMENTATION_ID")
+    box.add_parser("send", help="send every due object now (what the outbox DAG does every 5 minutes)")
+    p.set_defaults(handler=_cmd_outbox)
 
     p = commands.add_parser("airflow", help="Airflow: create the pools the sciatic DAGs need")
     airflow = p.add_subparsers(dest="airflow_command", required=True, metavar="ACTION")

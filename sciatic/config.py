@@ -175,7 +175,36 @@ class Settings(BaseSettings):
         10, ge=1, description="New manual labels needed since the last training run to trigger retraining."
     )
     promote_margin_dice: float = Field(
-        0.01, ge=0, description="A challenger is promoted only if its mean Dice beats production by this margin."
+        0.01,
+        ge=0,
+        description="A challenger is promoted only if the lower bound of the paired bootstrap confidence interval "
+        "of its per-series test Dice minus production's exceeds this (and its failure rate is not worse).",
+    )
+    # retraining: fine-tuning, replay, time budget, promotion statistics (docs/model.md)
+    train_from_scratch: bool = Field(
+        False,
+        description="Train challengers from random weights. When false, a challenger is fine-tuned from the "
+        "production model's weights whenever that model has the configuration being trained.",
+    )
+    train_replay_share: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Fine-tuning: up to this share of the training series are replayed from the training runs "
+        "behind the production model, against forgetting (0: none).",
+    )
+    train_max_minutes: float = Field(
+        0.0, ge=0, description="Wall-time budget of a training run, in minutes; 0: the epochs alone decide."
+    )
+    promote_confidence: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description="Confidence level of the paired bootstrap interval of the per-series Dice difference "
+        "that decides promotion.",
+    )
+    promote_bootstrap_resamples: int = Field(
+        2000, ge=100, description="Resamples of that paired bootstrap (seeded with `SCIATIC_TRAIN_SEED`)."
     )
     scp_ae_title: str = Field("SCIATIC", max_length=16, description="AE title of the DICOM receiver (`sciatic scp`).")
     scp_port: int = Field(11112, gt=0, lt=65536, description="TCP port of the DICOM receiver.")
@@ -206,9 +235,41 @@ class Settings(BaseSettings):
         description="Largest dataset the receiver accepts per instance; a larger one is refused with status "
         "0xA700 (Out of Resources) while it arrives and nothing is written.",
     )
-    pacs_host: str = Field("", description="PACS host that DICOM SEG results are sent to; empty sends nothing.")
+    pacs_host: str = Field(
+        "", description="PACS host that the results (DICOM SEG, SR, SC) are sent to; empty sends nothing."
+    )
     pacs_port: int = Field(104, gt=0, lt=65536, description="PACS port (C-STORE).")
     pacs_ae_title: str = Field("PACS", max_length=16, description="PACS AE title.")
+    # results to the PACS: which, and how the outbox retries (docs/deploy.md)
+    pacs_send_qc: Literal["pass", "all"] = Field(
+        "pass",
+        description="Which new segmentations go to the PACS: `pass` only those whose QC passed, `all` every one.",
+    )
+    pacs_queue_days: float = Field(
+        7.0,
+        gt=0,
+        description="The outbox DAG queues the results of segmentations made in the last this many days "
+        "(older ones: `sciatic outbox queue ID`).",
+    )
+    pacs_max_attempts: int = Field(
+        10, ge=1, description="Tries to send one object to the PACS before it is marked failed."
+    )
+    pacs_retry_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Wait before the second try to send an object to the PACS; doubled after each failed try, "
+        "up to an hour.",
+    )
+    segment_chunk_size: int = Field(
+        16,
+        ge=1,
+        description="Series per Airflow segmentation task; the model is loaded once per chunk (1: a task per series).",
+    )
+    segment_chunk_max_minutes: float = Field(
+        60.0,
+        gt=0,
+        description="A chunk starts no new series after this long; the rest wait for the next segmentation run.",
+    )
     gpu_pool_slots: int = Field(
         1, ge=1, description="Slots of the Airflow pool `gpu`: model tasks that may run at once (one per GPU)."
     )

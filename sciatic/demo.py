@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from sciatic import __version__
-from sciatic.model.shipped import SHIPPED_MODEL, SHIPPED_MODEL_NAME
+from sciatic.model.shipped import SHIPPED_MODEL
 
 __all__ = ["prepare", "run_demo"]
 
@@ -47,15 +47,13 @@ def prepare(directory: Path) -> Path:
 def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) -> int:
     data = prepare(directory)
     from sciatic.config import get_settings
-    from sciatic.db import migrate, registry
-    from sciatic.db.session import default_engine, session_scope
+    from sciatic.db import migrate
+    from sciatic.db.session import default_engine
     from sciatic.layout import DataLayout
-    from sciatic.model.checkpoint import checkpoint_config, load_checkpoint
-    from sciatic.model.configs import config_to_dict
     from sciatic.nightly import run_nightly
     from sciatic.phantom import PhantomOptions, generate
+    from sciatic.steps.models import add_model
     from sciatic.steps.report import overlay_png, write_html_report
-    from sciatic.storage import sha256_file
 
     settings = get_settings()
     layout = DataLayout.of(settings)
@@ -69,20 +67,8 @@ def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) ->
     print(f"2. database {settings.effective_database_url}")
     migrate.upgrade(settings.effective_database_url)
     engine = default_engine()
-    installed = layout.installed_model(model.name)
-    shutil.copy2(model, installed)
-    state = load_checkpoint(installed, None)
-    with session_scope(engine) as session:
-        version = registry.register(
-            session,
-            installed,
-            sha256_file(installed),
-            "cascade",
-            config_to_dict(checkpoint_config(state)),
-            metrics=dict(state["metrics"]),
-            name=SHIPPED_MODEL_NAME,
-        )
-        registry.promote(session, version.id, reason="demo")
+    installed = add_model(settings, engine, model, promote=True)
+    print(f"   model {installed.name} in production, as by `sciatic models add {model} --promote`")
     print("3. the nightly job: ingest, segment, measure, QC, labels")
     summary = run_nightly(run_id="demo")
     print(f"   ingest: {summary.ingest}")
@@ -95,7 +81,8 @@ def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) ->
         "\nWhere things are:\n"
         f"  report (open in a browser)  {report}\n"
         f"  overlay pictures            {results / 'overlays'}\n"
-        f"  nerve masks (NIfTI)         {results}/<SeriesInstanceUID>/v1/phantom-cascade/mask.nii.gz\n"
+        f"  nerve masks (NIfTI)         {results}/<SeriesInstanceUID>/v1/{installed.name}/mask.nii.gz\n"
+        f"  model card                  {installed.card}\n"
         f"  converted volumes           {layout.volumes}\n"
         f"  archived DICOM              {layout.archive}\n"
         f"  database (SQLite)           {settings.effective_database_url.removeprefix('sqlite:///')}\n"

@@ -119,6 +119,7 @@ class ModelIntegrityError(SciaticError):
 class NoProductionModelError(SciaticError):
     """Segmentation was asked for but no model is in production.
 
-    Recovery: train one (``sciatic train``) and promote it
-    (``sciatic models promote ID``), or pass ``--model ID``.
+    Recovery: install one (``sciatic models add CHECKPOINT --promote``; ``sciatic
+    run`` prints the command for the shipped phantom model), promote a
+    registered one (``sciatic models promote ID``), or pass ``--model ID``.
     """

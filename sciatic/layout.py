@@ -11,7 +11,9 @@ Every file the service writes lives under one of the configured directories
     results/<SeriesUID>/v<N>/<model>/mask.nii.gz nerve masks
     results/labels/<SeriesUID>/v<N>/<rater>-<sha>.nii.gz  imported manual labels
     results/overlays/segmentation-<id>.png       pictures; results/report.html
+    results/outbox/segmentation-<id>/<kind>-<SOPUID>.dcm  DICOM SEG / SR / SC queued for the PACS
     models/<name>, models/run-<NNNN>/            installed checkpoints, training runs
+    models/cards/<model name>.md                 model cards
     locks/ (beside the SQLite file)              lock files of the steps (sciatic.db.locks)
 
 Values that come from outside (UIDs, file names, rater and model names) are
@@ -124,6 +126,14 @@ class DataLayout:
     def overlay(self, segmentation_id: int) -> Path:
         return self.results / "overlays" / f"segmentation-{segmentation_id}.png"
 
+    def outbox_object(self, segmentation_id: int, kind: str, sop_uid: str) -> Path:
+        return _inside(
+            self.results,
+            "outbox",
+            f"segmentation-{segmentation_id}",
+            safe_component(f"{kind}-{sop_uid}.dcm", "outbox file name"),
+        )
+
     def report(self) -> Path:
         return self.results / "report.html"
 
@@ -134,3 +144,6 @@ class DataLayout:
 
     def training_run(self, training_run_id: int) -> Path:
         return self.models / f"run-{training_run_id:04d}"
+
+    def model_card(self, model_name: str) -> Path:
+        return _inside(self.models, "cards", safe_component(f"{model_name}.md", "model name"))

@@ -1,7 +1,8 @@
 """The nightly job in one process, without Airflow: what ``sciatic run`` does.
 
 ingest -> segment every pending series with the production model -> metrics
--> QC -> import manual labels -> Dice QC where labels now exist, then a
+-> QC -> import manual labels -> Dice QC where labels now exist -> the new
+segmentations' SEG, SR and SC queued for the PACS and the outbox sent, then a
 summary of every case touched. Each step is the same ``sciatic.pipeline``
 function the Airflow tasks call, so this is the DAGs' behaviour in miniature.
 """
@@ -32,6 +33,13 @@ class NightlySummary:
     labels_imported: int = 0
     no_model: bool = False
     cases: list[Case] = field(default_factory=list)
+    queued: int = 0  # DICOM objects queued for the PACS by this run
+    not_queued: list[tuple[int, str]] = field(default_factory=list)  # (segmentation id, error)
+    outbox: dict[str, int] = field(default_factory=dict)  # outbox rows by status, after this run's sending
+
+    def outbox_line(self) -> str:
+        counts = ", ".join(f"{self.outbox.get(s, 0)} {s}" for s in ("pending", "sent", "failed"))
+        return f"PACS outbox: {self.queued} queued by this run; {counts}"
 
     def table(self) -> str:
         header = ("seg", "subject", "cohort", "series", "slices", "QC", "volume mm³", "median CSA mm²", "Dice")
@@ -70,19 +78,23 @@ def run_nightly(run_id: str | None = None, progress: bool = True) -> NightlySumm
         summary.no_model = True
         pending = []
     for series_id in tqdm(pending, desc="segmenting", unit="series", disable=not progress):
-        try:
-            segmentation_id = pipeline.segment(series_id, run_id)
-            pipeline.measure(segmentation_id, run_id)
-            pipeline.quality_control(segmentation_id, run_id)
-            summary.segmented.append(segmentation_id)
-        except Exception as exc:  # one bad series never stops the night's work
-            log.exception("series %s failed", series_id)
-            summary.failed_series.append((series_id, f"{type(exc).__name__}: {exc}"))
+        chunk = pipeline.segment_chunk([series_id], run_id)  # what an Airflow chunk does, a series at a time
+        summary.segmented += chunk.done
+        summary.failed_series += chunk.failed
     summary.labels_imported = len(pipeline.import_labels(run_id))
+    new = list(summary.segmented)
     for segmentation_id in pipeline.segmentations_needing_label_qc(run_id):
         pipeline.quality_control(segmentation_id, run_id)
         if segmentation_id not in summary.segmented:
             summary.segmented.append(segmentation_id)
+    for segmentation_id in new:  # after every QC of the night: the results as the PACS should see them
+        try:
+            summary.queued += pipeline.queue_results(segmentation_id, run_id)
+        except Exception as exc:  # the results of one segmentation never stop the others
+            log.exception("results of segmentation %s not queued for the PACS", segmentation_id)
+            summary.not_queued.append((segmentation_id, f"{type(exc).__name__}: {exc}"))
+    pipeline.drain_outbox(run_id)
     with session_scope(default_engine()) as session:
         summary.cases = sorted(queries.cases(session, summary.segmented), key=lambda c: c.info.segmentation_id)
+        summary.outbox = {status.value: n for status, n in queries.outbox_counts(session).items()}
     return summary

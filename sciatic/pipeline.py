@@ -6,15 +6,19 @@ module in ``sciatic.steps``; every step may be retried after a crash at any
 line. Heavy imports happen inside the functions so that importing this module
 (at DAG parse time) costs nothing. In flow order:
 
-ingest -> pending_series -> segment -> measure -> quality_control
+ingest -> pending_series (-> chunks) -> segment -> measure -> quality_control
+          (segment_chunk: the three for a chunk of series in one process, the model loaded once)
 import_labels -> segmentations_needing_label_qc -> quality_control
 retrain_due -> start_training_run -> train_challenger -> evaluate_and_decide
+quality_control -> queue_results (or queue_new_results) -> drain_outbox
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,21 +28,32 @@ from sciatic.db import audit
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from sciatic.dicom.sc import ScExport
     from sciatic.dicom.seg import SegExport
+    from sciatic.steps.export import ReportExport
     from sciatic.steps.ingest import IngestReport
     from sciatic.steps.labels import LabelReport
+    from sciatic.steps.outbox import DrainReport
 
 __all__ = [
+    "ChunkReport",
+    "chunks",
+    "drain_outbox",
     "evaluate_and_decide",
+    "export_sc",
     "export_seg",
+    "export_sr",
     "import_labels",
     "ingest",
     "label_import",
     "measure",
     "pending_series",
     "quality_control",
+    "queue_new_results",
+    "queue_results",
     "retrain_due",
     "segment",
+    "segment_chunk",
     "segmentations_needing_label_qc",
     "start_training_run",
     "train_challenger",
@@ -93,6 +108,61 @@ def segment(series_id: int, run_id: str | None = None, model_id: int | None = No
         return step.segment_series(get_settings(), engine, series_id, model_id=model_id, force=force)
 
 
+@dataclass
+class ChunkReport:
+    """What one chunk did: segmentations finished, series that failed (with why), series left for later."""
+
+    done: list[int] = field(default_factory=list)  # segmentation ids (segmented, measured, QC'd)
+    failed: list[tuple[int, str]] = field(default_factory=list)  # (series id, error)
+    left: list[int] = field(default_factory=list)  # series not started: the chunk's time budget ran out
+
+    def summary(self) -> str:
+        return f"{len(self.done)} done, {len(self.failed)} failed, {len(self.left)} left for the next run"
+
+
+def chunks(series_ids: list[int]) -> list[list[int]]:
+    """``series_ids`` cut into chunks of ``SCIATIC_SEGMENT_CHUNK_SIZE`` (one Airflow task each)."""
+    size = get_settings().segment_chunk_size
+    return [series_ids[i : i + size] for i in range(0, len(series_ids), size)]
+
+
+def segment_chunk(series_ids: list[int], run_id: str | None = None) -> ChunkReport:
+    """Segment, measure and QC each series of a chunk in this process; the model is loaded once.
+
+    A series that fails is recorded and the chunk goes on; a series already
+    finished (segmentation, metrics and QC present) is not done again, so a
+    retry of the chunk redoes only what failed. No new series is started once
+    ``SCIATIC_SEGMENT_CHUNK_MAX_MINUTES`` have passed.
+    """
+    import logging
+
+    log = logging.getLogger(__name__)
+    deadline = time.monotonic() + 60 * get_settings().segment_chunk_max_minutes
+    report = ChunkReport()
+    for index, series_id in enumerate(series_ids):
+        if time.monotonic() > deadline:
+            report.left = list(series_ids[index:])
+            break
+        try:
+            segmentation_id = segment(series_id, run_id)
+            if not _finished(segmentation_id):
+                measure(segmentation_id, run_id)
+                quality_control(segmentation_id, run_id)
+            report.done.append(segmentation_id)
+        except Exception as exc:  # one bad series never stops its chunk
+            log.exception("series %s failed", series_id)
+            report.failed.append((series_id, f"{type(exc).__name__}: {exc}"))
+    return report
+
+
+def _finished(segmentation_id: int) -> bool:
+    from sciatic.db import queries
+    from sciatic.db.session import default_engine, session_scope
+
+    with session_scope(default_engine()) as session:
+        return queries.segmentation_finished(session, segmentation_id)
+
+
 def measure(segmentation_id: int, run_id: str | None = None) -> None:
     """Compute and store slice and nerve metrics of one segmentation (replacing earlier ones)."""
     from sciatic.steps import measure as step
@@ -144,22 +214,32 @@ def retrain_due(run_id: str | None = None) -> bool:
         return step.retrain_due(get_settings(), engine)
 
 
-def start_training_run(trigger: str, run_id: str | None = None, config_name: str | None = None) -> int:
-    """Freeze a subject-level split of the labelled series; return the training_run id."""
+def start_training_run(
+    trigger: str, run_id: str | None = None, config_name: str | None = None, from_scratch: bool | None = None
+) -> int:
+    """Freeze a subject-level split of the labelled series (fine-tuning production by default); return its id."""
     from sciatic.steps import retrain as step
 
     with _step(run_id) as engine:
-        return step.start_training_run(get_settings(), engine, trigger, config_name=config_name)
+        return step.start_training_run(
+            get_settings(), engine, trigger, config_name=config_name, from_scratch=from_scratch
+        )
 
 
 def train_challenger(
-    training_run_id: int, run_id: str | None = None, epochs: int | None = None, progress: bool = False
+    training_run_id: int,
+    run_id: str | None = None,
+    epochs: int | None = None,
+    progress: bool = False,
+    max_minutes: float | None = None,
 ) -> int:
     """Train a challenger on the run's frozen split (GPU when available); return its model_version id."""
     from sciatic.steps import retrain as step
 
     with _step(run_id) as engine:
-        return step.train_challenger(get_settings(), engine, training_run_id, progress=progress, epochs=epochs)
+        return step.train_challenger(
+            get_settings(), engine, training_run_id, progress=progress, epochs=epochs, max_minutes=max_minutes
+        )
 
 
 def evaluate_and_decide(training_run_id: int, run_id: str | None = None) -> str:
@@ -179,3 +259,49 @@ def export_seg(segmentation_id: int, out: str | Path, send: bool = False, run_id
 
     with _step(run_id) as engine:
         return step.export_segmentation(get_settings(), engine, segmentation_id, out, send=send)
+
+
+def export_sr(
+    segmentation_id: int,
+    out: str | Path,
+    send: bool = False,
+    seg: str | Path | None = None,
+    run_id: str | None = None,
+) -> ReportExport:
+    """Write the DICOM SR measurement report of one segmentation, referencing ``seg`` or a new SEG beside it."""
+    from sciatic.steps import export as step
+
+    with _step(run_id) as engine:
+        return step.export_report(get_settings(), engine, segmentation_id, out, send=send, seg=seg)
+
+
+def export_sc(segmentation_id: int, out: str | Path, send: bool = False, run_id: str | None = None) -> ScExport:
+    """Write the overlay picture of one segmentation as DICOM Secondary Capture (and send it when ``send``)."""
+    from sciatic.steps import export as step
+
+    with _step(run_id) as engine:
+        return step.export_picture(get_settings(), engine, segmentation_id, out, send=send)
+
+
+def queue_results(segmentation_id: int, run_id: str | None = None) -> int:
+    """Queue the SEG, SR and SC of a QC'd segmentation for the configured PACS; return its objects in the outbox."""
+    from sciatic.steps import export as step
+
+    with _step(run_id) as engine:
+        return len(step.queue_results(get_settings(), engine, segmentation_id))
+
+
+def queue_new_results(run_id: str | None = None) -> int:
+    """Queue the results of recent QC'd segmentations not queued yet; return the objects queued."""
+    from sciatic.steps import export as step
+
+    with _step(run_id) as engine:
+        return len(step.queue_new_results(get_settings(), engine))
+
+
+def drain_outbox(run_id: str | None = None) -> DrainReport:
+    """Send every due object of the PACS outbox; retry later with back-off what the PACS did not take."""
+    from sciatic.steps import outbox as step
+
+    with _step(run_id) as engine:
+        return step.drain(get_settings(), engine)

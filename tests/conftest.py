@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,16 +65,17 @@ def pg_settings(pg_database: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return pg_database
 
 
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """dcmtk's storescp as a stand-in PACS (AE title PACS), storing into a folder."""
+@contextmanager
+def storescp_running(port: int, folder: Path, *options: str) -> Iterator[subprocess.Popen[bytes]]:
+    """dcmtk's storescp as a stand-in PACS (AE title PACS) on ``port``, storing into ``folder``; ``options`` added."""
     tool = shutil.which("storescp")
     if tool is None:
         pytest.fail("storescp not found: install Debian's dcmtk (`apt-get install dcmtk`)")
-    port, folder = free_port(), tmp_path / "pacs"
-    folder.mkdir()
+    folder.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [tool, "-aet", "PACS", "-od", str(folder), str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [tool, "-aet", "PACS", "-od", str(folder), *options, str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 20
@@ -84,7 +86,15 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
             if time.monotonic() > deadline or process.poll() is not None:
                 pytest.fail("storescp did not start")
             time.sleep(0.05)
-        yield port, folder
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """dcmtk's storescp as a stand-in PACS (AE title PACS), storing into a folder."""
+    port, folder = free_port(), tmp_path / "pacs"
+    with storescp_running(port, folder):
+        yield port, folder

@@ -32,7 +32,7 @@ REDIS = ("127.0.0.1", 6379)
 REDIS_DB = 13  # apart from the stack of `make airflow-up` (7); keys carry a per-test prefix as well
 PROBE = "sciatic_stack_probe"
 SUBJECTS = 2
-MODEL_TASKS = {("sciatic_segment", "per_series.segment"), ("sciatic_retrain", "train_challenger")}
+MODEL_TASKS = {("sciatic_segment", "segment_chunk"), ("sciatic_retrain", "train_challenger")}
 
 # Routing check that does not depend on the pipeline: one task per queue.
 PROBE_DAG = '''
@@ -215,8 +215,8 @@ def test_model_tasks_run_on_the_gpu_worker(stack: AirflowStack, pg_settings: str
         "SELECT dag_id, task_id, map_index, hostname, queue FROM task_instance WHERE state = 'success'",
     )
     ran = {(row.dag_id, row.task_id) for row in rows}
-    assert {(PROBE, "on_gpu"), ("sciatic_ingest", "ingest"), ("sciatic_segment", "per_series.segment")} <= ran
-    assert sum(1 for row in rows if row.task_id == "per_series.segment") == SUBJECTS
+    assert {(PROBE, "on_gpu"), ("sciatic_ingest", "ingest"), ("sciatic_segment", "segment_chunk")} <= ran
+    assert 1 <= sum(1 for row in rows if row.task_id == "segment_chunk") <= SUBJECTS  # chunks, not series
     for row in rows:
         expected = "gpu" if (row.dag_id, row.task_id) in MODEL_TASKS or row.task_id == "on_gpu" else "default"
         assert (row.queue, row.hostname) == (expected, f"{expected}@{host}"), row

@@ -55,7 +55,9 @@ def test_two_runs_at_once_do_each_thing_once(
         series = connection.execute(sa.select(Series.id)).scalars().all()
         per_series = Counter(connection.execute(sa.select(Segmentation.series_id)).scalars())
         labels = connection.execute(sa.select(ManualLabel.series_id)).scalars().all()
-        metrics = Counter(connection.execute(sa.select(NerveMetric.segmentation_id)).scalars())
+        metrics = Counter(
+            connection.execute(sa.select(NerveMetric.segmentation_id).where(NerveMetric.side == "all")).scalars()
+        )
         label_free_qc = Counter(
             connection.execute(sa.select(QcResult.segmentation_id).where(QcResult.manual_label_id.is_(None))).scalars()
         )

@@ -19,8 +19,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS = REPO_ROOT / "dags"
 UNREACHABLE = "postgresql+psycopg2://nobody@127.0.0.1:9/nowhere"  # discard port: nothing listens
-EXPECTED = {"sciatic_ingest", "sciatic_segment", "sciatic_labels", "sciatic_retrain"}
-MODEL_TASKS = {("sciatic_segment", "per_series.segment"), ("sciatic_retrain", "train_challenger")}
+EXPECTED = {"sciatic_ingest", "sciatic_segment", "sciatic_labels", "sciatic_retrain", "sciatic_outbox"}
+MODEL_TASKS = {("sciatic_segment", "segment_chunk"), ("sciatic_retrain", "train_challenger")}
 
 
 def parse_dags(tmp_path: Path, dags: Path = DAGS, **env: str) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def test_schedules_and_assets(parsed: dict[str, Any]) -> None:
 
     assert segment["timetable"] == "AssetOrTimeSchedule"
     assert (segment["cron"], segment["schedule_assets"]) == ("0 1 * * *", [assets["volumes"]])
-    assert all(segment["tasks"][t]["mapped"] for t in segment["tasks"] if t.startswith("per_series."))
+    assert segment["tasks"]["segment_chunk"]["mapped"] and set(segment["tasks"]) == {"pending_series", "segment_chunk"}
     assert not segment["tasks"]["pending_series"]["mapped"]
 
     assert labels["cron"] == "0 * * * *"
@@ -131,6 +131,14 @@ def test_schedules_and_assets(parsed: dict[str, Any]) -> None:
     assert retrain["timetable"] == "AssetOrTimeSchedule"
     assert retrain["schedule_assets"] == [assets["labels"]]
     assert retrain["tasks"]["retrain_due"]["downstream"] == ["start_training_run"]
+
+
+def test_outbox_queues_then_sends_every_five_minutes(parsed: dict[str, Any]) -> None:
+    outbox = parsed["dags"]["sciatic_outbox"]
+    assert outbox["delta_seconds"] == 300
+    assert set(outbox["tasks"]) == {"queue_results", "drain_outbox"}
+    assert outbox["tasks"]["queue_results"]["downstream"] == ["drain_outbox"]
+    assert not any(task["outlets"] or task["mapped"] for task in outbox["tasks"].values())
 
 
 def test_segment_cron_and_timezone_come_from_the_environment(tmp_path: Path) -> None:

@@ -91,6 +91,7 @@ def airflow(tmp_path: Path, pg_server: str, pg_settings: str, isolated_settings:
             "SCIATIC_PSEUDONYM_KEY": "e2e-test-pseudonym-key",
             "SCIATIC_RETRAIN_MIN_NEW_LABELS": str(SUBJECTS),
             "SCIATIC_TRAIN_EPOCHS": "1",  # the flow is under test; training quality is tested elsewhere
+            "SCIATIC_SEGMENT_CHUNK_SIZE": "2",  # three series: a chunk of two and a chunk of one
         }
     )
     try:
@@ -126,17 +127,16 @@ def test_ingest_segment_labels_retrain(airflow: AirflowEnv, tmp_path: Path) -> N
     assert airflow.count("SELECT count(*) FROM series WHERE status = 'converted'") == SUBJECTS
     assert airflow.count("SELECT count(*) FROM pipeline_event WHERE run_id = :r", r=ingest["run_id"]) > 0
 
-    # segment: per series a segmentation, nerve metrics and label-free QC, each mapped task once per series
+    # segment: chunks of two series; per series a segmentation, nerve metrics and label-free QC
     segment = airflow.run("sciatic_segment")
-    for task_id in ("per_series.segment", "per_series.measure", "per_series.quality_control"):
-        assert states(segment)[task_id] == ["success"] * SUBJECTS, task_id
+    assert states(segment)["segment_chunk"] == ["success"] * -(-SUBJECTS // 2)
     assert airflow.count("SELECT count(*) FROM segmentation") == SUBJECTS
-    assert airflow.count("SELECT count(*) FROM nerve_metric") == SUBJECTS
+    assert airflow.count("SELECT count(*) FROM nerve_metric WHERE side = 'all'") == SUBJECTS
     assert airflow.count("SELECT count(*) FROM slice_metric") > 0
     assert airflow.count("SELECT count(*) FROM qc_result WHERE manual_label_id IS NULL") == SUBJECTS
     assert airflow.count("SELECT count(*) FROM pipeline_event WHERE run_id = :r", r=segment["run_id"]) > 0
     again = airflow.run("sciatic_segment")  # nothing pending any more: nothing mapped
-    assert states(again)["per_series.segment"] in (["skipped"], [])
+    assert states(again)["segment_chunk"] in (["skipped"], [])
     assert airflow.count("SELECT count(*) FROM segmentation") == SUBJECTS
 
     # labels: the hand labels arrive; each becomes a manual_label row, each segmentation gets a Dice row

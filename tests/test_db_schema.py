@@ -14,7 +14,15 @@ from sciatic.db import migrate
 from sciatic.db.models import Base
 from sciatic.db.session import make_engine
 
-RESEARCH_VIEWS = {"nerve_measurements", "slice_measurements", "qc_summary", "model_performance", "series_eligibility"}
+RESEARCH_VIEWS = {
+    "nerve_measurements",
+    "slice_measurements",
+    "qc_summary",
+    "model_performance",
+    "series_eligibility",
+    "nerve_sides",
+    "nerve_asymmetry",
+}
 PHI_WORDS = ("patient_id", "patient_name", "birth", "patientid", "accession")
 
 

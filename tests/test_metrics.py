@@ -168,3 +168,69 @@ def test_bad_inputs() -> None:
         slice_metrics(np.zeros((4, 4, 2)), np.diag([1.0, 1.0, 0.0, 1.0]))
     with pytest.raises(ValueError, match="image shape"):
         slice_metrics(np.zeros((4, 4, 2)), a, np.zeros((4, 4, 3)))
+
+
+# --------------------------------------------------------------------------- legs and branches
+
+SIDE_AFFINE = np.array([[1.0, 0, 0, -100.0], [0, 1.0, 0, -50.0], [0, 0, 4.0, 0.0], [0, 0, 0, 1.0]])  # RAS, 4 mm slices
+
+
+def _disc(mask: np.ndarray, k: int, x_mm: float, y_mm: float = 0.0, r: float = 4.0) -> None:
+    i, j = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    mask[:, :, k] |= (i - 100 - x_mm) ** 2 + (j - 50 - y_mm) ** 2 <= r**2
+
+
+def test_both_legs_are_measured_each_on_its_side() -> None:
+    from sciatic.db.enums import Side
+    from sciatic.evaluation.metrics import nerve_metrics_by_side, split_sides
+
+    mask = np.zeros((200, 100, 10), dtype=bool)
+    for k in range(10):
+        _disc(mask, k, x_mm=-70.0)  # RAS -x: the patient's right leg
+        _disc(mask, k, x_mm=+70.0, r=6.0)  # the left leg, a larger (CMT1A-like) nerve
+    sides = nerve_metrics_by_side(mask, SIDE_AFFINE)
+    assert list(sides) == [Side.LEFT, Side.RIGHT]
+    left, right = sides[Side.LEFT].series, sides[Side.RIGHT].series
+    assert left.volume_mm3 + right.volume_mm3 == pytest.approx(nerve_metrics(mask, SIDE_AFFINE).series.volume_mm3)
+    assert left.csa_median_mm2 > 2 * right.csa_median_mm2  # 113 vs 50 mm²: asymmetry stays visible
+    assert left.max_pieces == right.max_pieces == 1 and left.bifurcation_z_mm is None
+    # a unilateral study's Laterality tag decides, wherever the leg lies
+    assert list(split_sides(mask, SIDE_AFFINE, laterality="R")) == [Side.RIGHT]
+    assert split_sides(np.zeros_like(mask), SIDE_AFFINE) == {}
+
+
+def test_the_bifurcation_is_kept_and_located() -> None:
+    from sciatic.db.enums import Side
+    from sciatic.evaluation.metrics import nerve_metrics_by_side
+
+    mask = np.zeros((200, 100, 12), dtype=bool)
+    for k in range(12):  # z = 4k mm: slices 0-4 distal (inferior), 5-11 proximal
+        if k >= 5:
+            _disc(mask, k, x_mm=60.0, r=5.0)  # the sciatic trunk
+        else:
+            _disc(mask, k, x_mm=56.0, y_mm=-2.0, r=4.0)  # tibial branch (medial, larger)
+            _disc(mask, k, x_mm=67.0, y_mm=2.0, r=2.5)  # common peroneal branch (lateral)
+    (side,) = nerve_metrics_by_side(mask, SIDE_AFFINE).values()
+    s = side.series
+    assert s.max_pieces == 2 and s.bifurcation_z_mm == pytest.approx(4 * 4)  # slice 4, z = 16 mm
+    assert side.slices[0].n_components == 2 and side.slices[0].area_mm2 == pytest.approx(
+        mask[:, :, 0].sum()  # both branches counted in the CSA
+    )
+    assert list(nerve_metrics_by_side(mask, SIDE_AFFINE)) == [Side.LEFT]
+
+
+@pytest.mark.parametrize(
+    ("split_slices", "expected"),
+    [(set(), None), ({0}, None), ({5, 6}, None), (set(range(12)), None), ({0, 1, 2}, 8.0)],
+)
+def test_a_bifurcation_needs_a_trunk_and_a_lasting_split(split_slices: set[int], expected: float | None) -> None:
+    from sciatic.evaluation.metrics import bifurcation_z_mm
+
+    mask = np.zeros((200, 100, 12), dtype=bool)
+    for k in range(12):
+        if k in split_slices:
+            _disc(mask, k, x_mm=56.0, r=3.0)
+            _disc(mask, k, x_mm=66.0, r=2.0)
+        else:
+            _disc(mask, k, x_mm=60.0)
+    assert bifurcation_z_mm(slice_metrics(mask, SIDE_AFFINE)) == expected

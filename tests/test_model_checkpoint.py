@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from sciatic.errors import ModelIntegrityError
-from sciatic.model.checkpoint import KEYS, load_checkpoint, save_checkpoint
+from sciatic.model.checkpoint import (
+    KEYS,
+    CheckpointConfigError,
+    NotACheckpointError,
+    checkpoint_config,
+    load_checkpoint,
+    save_checkpoint,
+    state_digest,
+)
 from sciatic.model.configs import config_from_dict
 from sciatic.model.infer import load_model
 from sciatic.model.train import make_optimizer
@@ -66,12 +74,33 @@ def test_foreign_or_missing_files_are_refused(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "absent.pt", None)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(1)}, other)
-    with pytest.raises(ModelIntegrityError, match="not a sciatic checkpoint"):
+    with pytest.raises(NotACheckpointError, match="not a sciatic checkpoint"):
         load_checkpoint(other, sha256_file(other))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelIntegrityError, match="cannot be loaded"):
+    with pytest.raises(NotACheckpointError, match="cannot be loaded") as info:
         load_checkpoint(junk, None)
+    assert isinstance(info.value, ModelIntegrityError) and "\n" not in str(info.value)
+
+
+def test_an_invalid_configuration_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    _saved(path)
+    state = load_checkpoint(path, None)
+    state["config"]["crop_size"] = 30  # not a multiple of 2**depth
+    with pytest.raises(CheckpointConfigError, match="not valid for this version"):
+        checkpoint_config(state)
+
+
+def test_state_digest_follows_the_weights_not_the_file(tmp_path: Path) -> None:
+    model, _ = _saved(tmp_path / "a.pt")
+    save_checkpoint(tmp_path / "b.pt", model, TINY_CASCADE, epoch=9)  # other bytes, same weights
+    a, b = (load_checkpoint(tmp_path / name, None)["model"] for name in ("a.pt", "b.pt"))
+    assert state_digest(a) == state_digest(b) == state_digest(model.state_dict())
+    changed = {k: v.clone() for k, v in a.items()}
+    key = next(k for k, v in changed.items() if v.is_floating_point())
+    changed[key].view(-1)[0] += 1
+    assert state_digest(changed) != state_digest(a)
 
 
 def test_overwrite_is_atomic_and_hash_follows_content(tmp_path: Path) -> None:

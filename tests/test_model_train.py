@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sciatic.evaluation.qc import dice
+from sciatic.model.checkpoint import load_checkpoint, state_digest
 from sciatic.model.infer import load_model, segment_volume
 from sciatic.model.train import segmentation_loss, train
 from sciatic.storage import sha256_file
@@ -103,3 +104,25 @@ def test_budget_not_reached_and_time_budget(tmp_path: Path) -> None:
     assert timed.steps == 1 and timed.epochs_run == 1 and timed.stopped_by_budget
     with pytest.raises(ValueError):
         train(TINY_CASCADE, items, items[:1], tmp_path / "d", epochs=1, device="cpu", progress=False, max_seconds=0)
+
+
+def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
+    items = [blob_subject(i, shape=(32, 28, 6)) for i in range(2)]
+    first = train(TINY_CASCADE, items, items[:1], tmp_path / "a", epochs=1, seed=0, device="cpu", progress=False)
+    champion = load_checkpoint(first.checkpoint, first.sha256)["model"]
+    tuned = train(
+        TINY_CASCADE,
+        items,
+        items[:1],
+        tmp_path / "b",
+        epochs=1,
+        seed=0,
+        device="cpu",
+        progress=False,
+        initial_state=champion,
+    )
+    assert tuned.initial_digest == state_digest(champion) != first.initial_digest
+    scratch = train(TINY_CASCADE, items, items[:1], tmp_path / "c", epochs=1, seed=0, device="cpu", progress=False)
+    assert scratch.initial_digest == first.initial_digest  # seeded random weights
+    tuned_state = load_checkpoint(tuned.checkpoint, tuned.sha256)["model"]
+    assert state_digest(tuned_state) not in {state_digest(champion), first.initial_digest}  # and it trained

@@ -68,8 +68,9 @@ def test_steps_leave_the_rows_they_promise(backend: str, phantom_source: Path) -
     mask, volume = read_volume(segmentation.mask_path), read_volume(series.volume_path or "")
     assert mask.shape == volume.shape and np.array_equal(mask.affine, volume.affine)
     assert segmentation.model_version_id == model_id and segmentation.device == "cpu"
-    assert len(_rows(SliceMetric, SliceMetric.segmentation_id == segmentation.id)) == series.n_slices
-    assert len(_rows(NerveMetric)) == 2 and len(_rows(QcResult)) == 2
+    whole = SliceMetric.side == "all"  # the whole mask; each leg has rows of its own too
+    assert len(_rows(SliceMetric, SliceMetric.segmentation_id == segmentation.id, whole)) == series.n_slices
+    assert len(_rows(NerveMetric, NerveMetric.side == "all")) == 2 and len(_rows(QcResult)) == 2
 
     labels = pipeline.import_labels()
     assert len(labels) == 2 and pipeline.import_labels() == []
@@ -98,7 +99,7 @@ def test_ground_truth_mask_measures_like_the_phantom(backend: str, phantom_sourc
     pipeline.measure(segmentation_id)
     pipeline.quality_control(segmentation_id)
     (truth,) = [s for s in manifest.subjects if s.series_instance_uid == series_uid]
-    (metric,) = _rows(NerveMetric, NerveMetric.segmentation_id == segmentation_id)
+    (metric,) = _rows(NerveMetric, NerveMetric.segmentation_id == segmentation_id, NerveMetric.side == "all")
     assert isinstance(metric, NerveMetric) and metric.csa_median_mm2 is not None
     assert metric.csa_median_mm2 == pytest.approx(truth.mask_csa_mm2, rel=0.05)
     (agreement,) = _rows(QcResult, QcResult.manual_label_id == label_id)
@@ -180,3 +181,64 @@ def test_qc_reads_the_metric_rows_and_raters_are_compared(
     agreement = json.loads(capsys.readouterr().out)
     assert agreement["raters"] == ["alice", "bob"] and agreement["mean_dice"] == 1.0
     assert main(["qc", "raters", "1.2.3.4.5"]) == 2  # no such series: a clear error, not a traceback
+
+
+def test_a_chunk_goes_on_past_a_failed_series_and_its_retry_redoes_only_that(
+    backend: str, phantom_source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sciatic.config import get_settings
+    from sciatic.db.models import PipelineEvent
+
+    drop_phantoms(phantom_source, with_labels=False)
+    pipeline.ingest()
+    register_tiny_model()
+    monkeypatch.setenv("SCIATIC_SEGMENT_CHUNK_SIZE", "2")
+    get_settings.cache_clear()
+    pending = pipeline.pending_series()
+    assert pipeline.chunks([*pending, 10_001, 10_002, 10_003]) == [pending, [10_001, 10_002], [10_003]]
+    with session_scope(default_engine()) as session:
+        bad = session.get(Series, pending[0])
+        assert bad is not None and bad.volume_path is not None
+        volume = Path(bad.volume_path)
+    hidden = volume.with_name("elsewhere.nii.gz")
+    volume.rename(hidden)  # the first series' volume is gone: it fails, the second goes on
+
+    report = pipeline.segment_chunk(pending)
+    assert [series for series, _ in report.failed] == [pending[0]]
+    assert len(report.done) == 1 and report.left == []
+    events = len(_rows(PipelineEvent))
+
+    hidden.rename(volume)
+    retry = pipeline.segment_chunk(pending)
+    assert retry.failed == [] and len(retry.done) == 2 and report.done[0] in retry.done
+    new = [e for e in _rows(PipelineEvent) if isinstance(e, PipelineEvent)][events:]
+    actions = sorted(e.action for e in new if e.action in {"segmented", "measured", "qc"})
+    assert actions == ["measured", "qc", "segmented"]  # once each: the finished series is left alone
+
+    monkeypatch.setenv("SCIATIC_SEGMENT_CHUNK_MAX_MINUTES", "0.000001")
+    get_settings.cache_clear()
+    late = pipeline.segment_chunk(pending)
+    assert late.left == pending and late.done == []  # past its time budget a chunk starts nothing
+
+
+def test_metrics_are_stored_for_the_whole_mask_and_per_leg(backend: str, phantom_source: Path) -> None:
+    from sciatic.db.enums import Side
+
+    manifest = drop_phantoms(phantom_source, with_labels=False)
+    pipeline.ingest()
+    register_tiny_model()
+    with session_scope(default_engine()) as session:
+        series = {s.series_instance_uid: s for s in session.scalars(sa.select(Series))}
+    for record in manifest.subjects:
+        row = series[record.series_instance_uid]
+        assert row.laterality == record.laterality  # the Laterality tag sides a unilateral study
+        truth = phantom_source / "labels" / f"{record.series_instance_uid}.nii.gz"
+        segmentation_id = segmentation_from_mask(row.id, register_tiny_model(promote=False, seed=5), str(truth))
+        pipeline.measure(segmentation_id)
+        assert pipeline.quality_control(segmentation_id) in {"pass", "review"}
+        nerves = {m.side: m for m in _rows(NerveMetric, NerveMetric.segmentation_id == segmentation_id)}  # type: ignore[union-attr]
+        leg = Side.RIGHT if record.laterality == "R" else Side.LEFT
+        assert set(nerves) == {Side.ALL, leg}
+        assert nerves[leg].volume_mm3 == nerves[Side.ALL].volume_mm3 > 0  # one leg: its nerve is the whole mask
+        leg_slices = _rows(SliceMetric, SliceMetric.segmentation_id == segmentation_id, SliceMetric.side == leg)
+        assert leg_slices and all(s.csa_mm2 > 0 for s in leg_slices)  # type: ignore[attr-defined]

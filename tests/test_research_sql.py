@@ -76,8 +76,9 @@ def test_example_queries_answer_sensibly_as_a_research_member(
             connection.execute(sa.text(f"DROP ROLE {login}"))
         admin.dispose()
 
-    by_cohort, review, history, models, paired, along, not_segmented = results[:7]
+    by_cohort, review, history, models, paired, along, not_segmented, asymmetry = results[:8]
     assert not_segmented == []  # phantom PD axial series are all eligible
+    assert asymmetry == []  # each phantom study holds one thigh
     sizes = {row["cohort"]: float(row["mean_of_median_csa_mm2"]) for row in by_cohort}
     assert set(sizes) == {"control", "patient"}
     assert sizes["patient"] > 1.5 * sizes["control"], sizes  # CMT1A-like nerves are enlarged

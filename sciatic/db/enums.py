@@ -11,6 +11,14 @@ class Cohort(StrEnum):
     UNKNOWN = "unknown"
 
 
+class Side(StrEnum):
+    """Which nerve a metric row describes: every nerve of the mask together, or one leg's."""
+
+    ALL = "all"
+    LEFT = "left"
+    RIGHT = "right"
+
+
 class SeriesStatus(StrEnum):
     RECEIVING = "receiving"  # instances indexed, waiting for the quiet period
     CONVERTED = "converted"  # volume written; ready for segmentation
@@ -58,3 +66,17 @@ class EligibilityReason(StrEnum):
     NOT_PD = "not_pd"  # the timing (TR, TE) or the description says another weighting
     BODY_PART = "body_part"  # BodyPartExamined names something other than the thigh or leg
     FORCED_OUT = "forced_out"  # the site listed the SeriesInstanceUID in SCIATIC_ELIGIBILITY_EXCLUDE
+
+
+class OutboxKind(StrEnum):
+    """The DICOM objects of one segmentation that go to the PACS."""
+
+    SEG = "seg"  # the mask as DICOM SEG
+    SR = "sr"  # the measurement report (TID 1500), referencing the SEG
+    SC = "sc"  # the overlay picture as Secondary Capture
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    SENT = "sent"  # the PACS acknowledged it: never sent again
+    FAILED = "failed"  # gave up after the last attempt; `sciatic outbox retry` queues it again

@@ -34,8 +34,11 @@ from sciatic.db.enums import (
     InstanceState,
     LabelFormat,
     ModelStatus,
+    OutboxKind,
+    OutboxStatus,
     QcStatus,
     SeriesStatus,
+    Side,
     TrainingDecision,
 )
 from sciatic.db.types import StrEnumType
@@ -133,6 +136,7 @@ class Series(Base):
     repetition_time_ms: Mapped[float | None] = mapped_column(Float)
     echo_time_ms: Mapped[float | None] = mapped_column(Float)
     body_part: Mapped[str | None] = mapped_column(String(64))
+    laterality: Mapped[str | None] = mapped_column(String(1), comment="Laterality / ImageLaterality: R, L, B, U")
     eligible: Mapped[bool | None] = mapped_column(comment="segmented only when true (NULL: not assessed)")
     eligibility_reason: Mapped[EligibilityReason | None] = mapped_column(StrEnumType(EligibilityReason))
     eligibility_detail: Mapped[str | None] = mapped_column(Text)
@@ -218,6 +222,8 @@ class ModelVersion(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     promoted_at: Mapped[dt.datetime | None] = mapped_column()
     retired_at: Mapped[dt.datetime | None] = mapped_column()
+    origin: Mapped[str | None] = mapped_column(Text, comment="a training run, or the file it was imported from")
+    card_path: Mapped[str | None] = mapped_column(PATH, comment="its model card (Markdown)")
 
 
 class TrainingRun(Base):
@@ -232,8 +238,16 @@ class TrainingRun(Base):
     split: Mapped[dict[str, Any]] = mapped_column(comment="series ids per part: train, val, test")
     challenger_model_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
     champion_model_id: Mapped[int | None] = mapped_column(ForeignKey("model_version.id"))
+    initial_model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_version.id"), comment="the weights training started from (fine-tuning); NULL: from scratch"
+    )
     challenger_metrics: Mapped[dict[str, Any] | None] = mapped_column()
     champion_metrics: Mapped[dict[str, Any] | None] = mapped_column()
+    dice_difference: Mapped[float | None] = mapped_column(
+        Float, comment="mean per-series test Dice, challenger - champion"
+    )
+    dice_difference_low: Mapped[float | None] = mapped_column(Float, comment="its paired bootstrap interval: low")
+    dice_difference_high: Mapped[float | None] = mapped_column(Float, comment="its paired bootstrap interval: high")
     decision: Mapped[TrainingDecision] = mapped_column(StrEnumType(TrainingDecision), default=TrainingDecision.RUNNING)
     decision_detail: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -260,9 +274,12 @@ class Segmentation(Base):
 
 class SliceMetric(Base):
     __tablename__ = "slice_metric"
-    __table_args__ = (UniqueConstraint("segmentation_id", "slice_index"),)
+    __table_args__ = (UniqueConstraint("segmentation_id", "side", "slice_index"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     segmentation_id: Mapped[int] = mapped_column(ForeignKey("segmentation.id"))
+    side: Mapped[Side] = mapped_column(
+        StrEnumType(Side), default=Side.ALL, server_default="all", comment="all, left or right"
+    )
     slice_index: Mapped[int] = mapped_column(Integer, comment="k in the converted volume, 0-based")
     csa_mm2: Mapped[float] = mapped_column(Float, comment="cross-sectional area in the slice plane, mm²")
     centroid_x_mm: Mapped[float | None] = mapped_column(Float, comment="RAS+, mm")
@@ -275,8 +292,12 @@ class SliceMetric(Base):
 
 class NerveMetric(Base):
     __tablename__ = "nerve_metric"
+    __table_args__ = (UniqueConstraint("segmentation_id", "side"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    segmentation_id: Mapped[int] = mapped_column(ForeignKey("segmentation.id"), unique=True)
+    segmentation_id: Mapped[int] = mapped_column(ForeignKey("segmentation.id"))
+    side: Mapped[Side] = mapped_column(
+        StrEnumType(Side), default=Side.ALL, server_default="all", comment="all, left or right"
+    )
     volume_mm3: Mapped[float] = mapped_column(Float)
     csa_mean_mm2: Mapped[float | None] = mapped_column(Float)
     csa_median_mm2: Mapped[float | None] = mapped_column(Float)
@@ -285,6 +306,8 @@ class NerveMetric(Base):
     signal_mean: Mapped[float | None] = mapped_column(Float)
     n_slices_with_nerve: Mapped[int] = mapped_column(Integer)
     n_components_3d: Mapped[int | None] = mapped_column(Integer, comment="26-connected pieces of the 3D mask")
+    max_pieces: Mapped[int | None] = mapped_column(Integer, comment="most pieces in one slice")
+    bifurcation_z_mm: Mapped[float | None] = mapped_column(Float, comment="RAS z where the nerve splits for good")
 
 
 class ManualLabel(Base):
@@ -329,6 +352,26 @@ class QcResult(Base):
     volume_similarity: Mapped[float | None] = mapped_column(Float)
     failed: Mapped[bool | None] = mapped_column(Boolean, comment="Dice below the failure threshold")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Outbox(Base):
+    """A DICOM object (SEG, SR, SC) of one segmentation on its way to a PACS node: the durable send queue."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("segmentation_id", "kind", "destination"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    segmentation_id: Mapped[int] = mapped_column(ForeignKey("segmentation.id"), index=True)
+    kind: Mapped[OutboxKind] = mapped_column(StrEnumType(OutboxKind))
+    file_path: Mapped[str] = mapped_column(PATH)
+    file_sha256: Mapped[str] = mapped_column(SHA256)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    destination: Mapped[str] = mapped_column(String(128), comment="AE_TITLE@host:port")
+    status: Mapped[OutboxStatus] = mapped_column(StrEnumType(OutboxStatus), default=OutboxStatus.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow, comment="not sent before this time")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(comment="when the PACS acknowledged it")
 
 
 class PipelineEvent(Base):

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from sciatic.db.enums import QcStatus, SeriesStatus
+from sciatic.db.enums import OutboxStatus, QcStatus, SeriesStatus, Side
 from sciatic.db.models import (
     DicomInstance,
     ManualLabel,
     ModelVersion,
     NerveMetric,
+    Outbox,
     QcResult,
     Segmentation,
     Series,
@@ -38,8 +39,10 @@ __all__ = [
     "ineligible_series",
     "labelled_series",
     "not_segmented",
+    "outbox_counts",
     "pending_series",
     "qc_summary",
+    "segmentation_finished",
     "source_files",
 ]
 
@@ -101,6 +104,15 @@ def not_segmented(session: Session, where: tuple[Any, ...] = ()) -> list[NotSegm
         )
         for series, study, subject in rows
     ]
+
+
+def segmentation_finished(session: Session, segmentation_id: int) -> bool:
+    """True when a segmentation has its nerve metrics and its label-free QC row."""
+    measured = session.scalars(select(NerveMetric.id).where(NerveMetric.segmentation_id == segmentation_id)).first()
+    checked = session.scalars(
+        select(QcResult.id).where(QcResult.segmentation_id == segmentation_id, QcResult.manual_label_id.is_(None))
+    ).first()
+    return measured is not None and checked is not None
 
 
 def ineligible_series(session: Session, series_ids: Iterable[int] | None = None) -> list[Series]:
@@ -230,12 +242,15 @@ def cases(session: Session, segmentation_ids: Iterable[int] | None = None, where
     infos = case_infos(session, segmentation_ids, where)
     ids = [i.segmentation_id for i in infos]
     nerve = {
-        m.segmentation_id: m for m in session.scalars(select(NerveMetric).where(NerveMetric.segmentation_id.in_(ids)))
+        m.segmentation_id: m
+        for m in session.scalars(
+            select(NerveMetric).where(NerveMetric.segmentation_id.in_(ids), NerveMetric.side == Side.ALL)
+        )
     }
     slices: dict[int, list[tuple[int, float]]] = {}
     for row in session.execute(
         select(SliceMetric.segmentation_id, SliceMetric.slice_index, SliceMetric.csa_mm2)
-        .where(SliceMetric.segmentation_id.in_(ids))
+        .where(SliceMetric.segmentation_id.in_(ids), SliceMetric.side == Side.ALL)
         .order_by(SliceMetric.segmentation_id, SliceMetric.slice_index)
     ):
         slices.setdefault(row[0], []).append((row[1], row[2]))
@@ -253,3 +268,14 @@ def cases(session: Session, segmentation_ids: Iterable[int] | None = None, where
             )
         )
     return sorted(out, key=lambda c: c.sort_key)
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+def outbox_counts(session: Session) -> dict[OutboxStatus, int]:
+    """Rows of the PACS outbox by status (every status present, zero when none)."""
+    counts = dict.fromkeys(OutboxStatus, 0)
+    for status, count in session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)):
+        counts[OutboxStatus(status)] = int(count)
+    return counts

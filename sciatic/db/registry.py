@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from sciatic import __version__
 from sciatic.db import audit
 from sciatic.db.enums import ModelStatus
-from sciatic.db.models import ModelVersion
+from sciatic.db.models import ModelVersion, TrainingRun
 from sciatic.errors import NoProductionModelError, SciaticError
 
 STEP = "registry"
@@ -38,9 +38,10 @@ def register(
     config: dict[str, Any],
     metrics: dict[str, float] | None = None,
     name: str | None = None,
+    origin: str | None = None,
 ) -> ModelVersion:
     """Add a checkpoint as a ``candidate`` (or return the version already holding these bytes)."""
-    existing = session.scalars(select(ModelVersion).where(ModelVersion.checkpoint_sha256 == sha256)).first()
+    existing = by_sha256(session, sha256)
     if existing is not None:
         return existing
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
@@ -53,6 +54,7 @@ def register(
         status=ModelStatus.CANDIDATE,
         metrics=metrics,
         sciatic_version=__version__,
+        origin=origin,
     )
     session.add(version)
     session.flush()
@@ -110,3 +112,33 @@ def retire(session: Session, model_id: int, reason: str = "manual") -> ModelVers
 
 def all_versions(session: Session) -> list[ModelVersion]:
     return list(session.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+
+def by_sha256(session: Session, sha256: str) -> ModelVersion | None:
+    return session.scalars(select(ModelVersion).where(ModelVersion.checkpoint_sha256 == sha256)).first()
+
+
+def by_name(session: Session, name: str) -> ModelVersion | None:
+    return session.scalars(select(ModelVersion).where(ModelVersion.name == name)).first()
+
+
+def training_run_of(session: Session, model_id: int) -> TrainingRun | None:
+    """The training run whose challenger ``model_id`` is (None for an imported model)."""
+    return session.scalars(
+        select(TrainingRun).where(TrainingRun.challenger_model_id == model_id).order_by(TrainingRun.id)
+    ).first()
+
+
+def lineage(session: Session, model_id: int) -> list[TrainingRun]:
+    """The training runs behind a model: its own, then that of the model it was fine-tuned from, and so on."""
+    runs: list[TrainingRun] = []
+    current: int | None = model_id
+    seen: set[int] = set()
+    while current is not None and current not in seen:
+        seen.add(current)
+        run = training_run_of(session, current)
+        if run is None:
+            break
+        runs.append(run)
+        current = run.initial_model_id
+    return runs

@@ -1,3 +1,3 @@
-"""DICOM in and out: safe header reads, series planning, conversion, the receiver, SEG, and sending to PACS."""
+"""DICOM in and out: safe header reads, series planning, conversion, the receiver, SEG, SR, SC, sending to PACS."""
 
-__all__ = ["convert", "receiver", "scan", "scan_fast", "scu", "seg", "series"]
+__all__ = ["convert", "receiver", "sc", "scan", "scan_fast", "scu", "seg", "series", "sr"]

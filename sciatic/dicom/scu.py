@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +51,14 @@ def send(
     ae_title: str,
     calling_ae: str = DEFAULT_CALLING_AE,
     timeout: float = 30.0,
+    on_result: Callable[[Path, str | None], None] | None = None,
 ) -> SendReport:
     """Send ``paths`` to ``ae_title`` at ``host:port`` over one association, each in its own transfer syntax.
 
     Raises ``SendError`` when the association is rejected or cannot be made;
     a file the peer does not take is listed, with the reason, in the report's
-    ``failed``.
+    ``failed``. ``on_result(path, reason)`` hears each file's outcome (reason
+    None: stored) as soon as the peer answers, before the next file goes.
     """
     files = [Path(p) for p in paths]
     report = SendReport()
@@ -77,6 +79,8 @@ def send(
     try:
         for path in files:
             reason = _send_one(assoc, path)
+            if on_result is not None:
+                on_result(path, reason)
             if reason is None:
                 report.sent.append(path)
             else:

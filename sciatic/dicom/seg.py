@@ -27,6 +27,7 @@ import numpy as np
 import pydicom
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from sciatic import __version__
@@ -39,7 +40,7 @@ from sciatic.storage import atomic_write
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 SCIATIC_NERVE = Code("52022001", "SCT", "Sciatic nerve")
 ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
-ARTIFICIAL_INTELLIGENCE = Code("123109", "DCM", "Artificial Intelligence")
+ARTIFICIAL_INTELLIGENCE = codes.DCM.ArtificialIntelligence  # (123110, DCM)
 SEGMENT_LABEL = "Sciatic nerve"
 MANUFACTURER = "sciatic"
 DEFAULT_SERIES_NUMBER = 9901
@@ -117,6 +118,7 @@ def export_seg(
     series_description: str = "Sciatic nerve segmentation",
     content_creator: str | None = None,
     manual: bool = False,
+    sop_instance_uid: str | None = None,
 ) -> SegExport:
     """Write ``mask`` (on the source series' grid) as a DICOM SEG referencing ``source_files``.
 
@@ -126,7 +128,7 @@ def export_seg(
     ``InputRefusedError(GEOMETRY_MISMATCH)``. ``model_name`` / ``model_version``
     become the segment's algorithm identification (``manual=True`` for a mask
     drawn by a person, then ``content_creator`` names them). The file is
-    written atomically.
+    written atomically, with ``sop_instance_uid`` when given (else a new one).
     """
     plan = plan_series([read_header(p) for p in source_files])
     _check_grid(mask, affine, plan)
@@ -157,7 +159,7 @@ def export_seg(
             segment_descriptions=[description],
             series_instance_uid=hd.UID(),
             series_number=series_number,
-            sop_instance_uid=hd.UID(),
+            sop_instance_uid=sop_instance_uid or hd.UID(),
             instance_number=1,
             manufacturer=MANUFACTURER,
             manufacturer_model_name=f"{model_name} {model_version}"[:64],

@@ -1,3 +1,3 @@
-"""Nerve metrics, QC (overlap, distances, label-free flags) and the pictures and report of cases: pure functions."""
+"""Nerve metrics, QC (overlap, distances, label-free flags), promotion statistics, pictures, reports: pure functions."""
 
-__all__ = ["cases", "metrics", "overlay", "qc", "report", "thresholds"]
+__all__ = ["cases", "metrics", "overlay", "promotion", "qc", "report", "thresholds"]

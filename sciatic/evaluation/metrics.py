@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import ndimage
 
+from sciatic.db.enums import Side
 from sciatic.imaging.volume import (
     as_mask,
     pixel_area_mm2,
@@ -36,9 +37,12 @@ __all__ = [
     "NerveMetrics",
     "SeriesMetrics",
     "SliceMetrics",
+    "bifurcation_z_mm",
     "nerve_metrics",
+    "nerve_metrics_by_side",
     "series_metrics",
     "slice_metrics",
+    "split_sides",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -105,6 +109,12 @@ class SeriesMetrics:
     - ``gap_slices``: slices without nerve between first and last.
     - ``signal_mean``: mean source signal over all ROI voxels (voxel-weighted).
     - ``n_components_3d``: 26-connected components of the 3D mask.
+    - ``max_pieces``: the most separate pieces (8-connected) in one slice: 2
+      where the sciatic nerve has split into its tibial and peroneal branches.
+    - ``bifurcation_z_mm``: for one leg's nerve (see :func:`nerve_metrics_by_side`),
+      the head-foot position (RAS z, mm) of the most proximal slice from which
+      the nerve stays in two or more pieces down to its distal end (at least
+      two such slices); ``None`` when the bifurcation is not in the field of view.
     """
 
     n_slices: int
@@ -120,6 +130,8 @@ class SeriesMetrics:
     covered_length_mm: float
     signal_mean: float | None
     n_components_3d: int
+    max_pieces: int = 0
+    bifurcation_z_mm: float | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -245,7 +257,54 @@ def series_metrics(
         covered_length_mm=(last - first + 1) * slice_spacing_mm(a),
         signal_mean=None if img is None else float(img[m].mean()),
         n_components_3d=int(n3d),
+        max_pieces=max(s.n_components for s in nerve),
+        bifurcation_z_mm=bifurcation_z_mm(slices),
     )
+
+
+def bifurcation_z_mm(slices: Sequence[SliceMetrics], min_split_slices: int = 2) -> float | None:
+    """Head-foot position (RAS z) where the nerve splits for good: see :class:`SeriesMetrics`."""
+    nerve = sorted((s for s in slices if s.has_nerve and s.centroid_ras_mm), key=lambda s: -s.centroid_ras_mm[2])  # type: ignore[index]
+    split = 0  # nerve slices in two or more pieces, counted from the distal end
+    for piece in reversed(nerve):
+        if piece.n_components < 2:
+            break
+        split += 1
+    if split < min_split_slices or split == len(nerve):
+        return None  # never split, or split over the whole field of view (no trunk seen)
+    first = nerve[len(nerve) - split]
+    assert first.centroid_ras_mm is not None
+    return first.centroid_ras_mm[2]
+
+
+def split_sides(mask: ArrayLike, affine: ArrayLike, laterality: str = "") -> dict[Side, BoolArray]:
+    """The mask's nerves by leg: each 26-connected 3D piece goes to the patient's left or right.
+
+    RAS: ``+x`` is the patient's left. A piece goes by the side of its centroid
+    relative to the midline ``x = 0`` (the scanner's isocentre, on the patient's
+    midline when both thighs are in the field of view). A unilateral study's
+    ``laterality`` (the Laterality tag: ``L`` or ``R``) puts every piece on that
+    side. Sides without nerve are left out.
+    """
+    m = as_mask(mask)
+    a = validate_affine(affine)
+    forced = {"L": Side.LEFT, "R": Side.RIGHT}.get(laterality.upper()[:1])
+    if forced is not None:
+        return {forced: m} if m.any() else {}
+    labels, count = ndimage.label(m, structure=VOLUME_CONNECTIVITY)
+    sides: dict[Side, BoolArray] = {}
+    for index, centre in enumerate(ndimage.center_of_mass(m, labels, range(1, count + 1)), start=1):
+        x = float(a[0, :3] @ np.asarray(centre) + a[0, 3])
+        side = Side.LEFT if x > 0 else Side.RIGHT
+        sides[side] = sides.get(side, np.zeros_like(m)) | (labels == index)
+    return dict(sorted(sides.items()))
+
+
+def nerve_metrics_by_side(
+    mask: ArrayLike, affine: ArrayLike, image: ArrayLike | None = None, laterality: str = ""
+) -> dict[Side, NerveMetrics]:
+    """:func:`nerve_metrics` of each leg's nerve (see :func:`split_sides`); both branches stay in."""
+    return {side: nerve_metrics(part, affine, image) for side, part in split_sides(mask, affine, laterality).items()}
 
 
 def nerve_metrics(mask: ArrayLike, affine: ArrayLike, image: ArrayLike | None = None) -> NerveMetrics:

@@ -24,9 +24,12 @@ from sciatic.imaging.volume import read_volume
 MASK_COLOUR = (0.15, 0.4, 1.0)  # blue, as the seed showed predicted ROIs
 MASK_OPACITY = 0.5
 LABEL_COLOUR = (1.0, 0.1, 0.1)  # red, as the seed showed manual ROIs
+OUTLINE_COLOUR = (1.0, 0.85, 0.0)  # yellow: the nerve outline burnt into pictures for the PACS
 AFFINE_TOLERANCE_MM = 1e-3
 # 4-neighbour cross in the slice plane only: outlines never join adjacent slices
 _IN_PLANE_CROSS = ndimage.generate_binary_structure(2, 1)[:, :, None]
+# the same cross on montages seen as (montage, row, tile, column): outlines never join adjacent tiles
+_TILE_CROSS = ndimage.generate_binary_structure(2, 1)[None, :, None, :]
 
 
 def tint(
@@ -66,6 +69,24 @@ def montage_picture(
     if label is not None:
         rgb = tint(rgb, montage(outline(label), layout).reshape(grey.shape), LABEL_COLOUR, 1.0)
     return rgb
+
+
+def outline_picture(
+    volume: NDArray[np.generic], mask: NDArray[np.generic], colour: tuple[float, float, float] = OUTLINE_COLOUR
+) -> NDArray[np.float32]:
+    """:func:`montage_picture` of ``volume`` with the outline of ``mask`` burnt in (opaque ``colour``).
+
+    The outline is traced on the montage, one montage pixel wide inside each
+    tile, so it stays closed where a large matrix is scaled down to the tile.
+    """
+    if mask.shape != volume.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from volume shape {volume.shape}")
+    layout = MontageLayout.for_shape(volume.shape)
+    rgb = montage_picture(volume)
+    inside = montage(np.asarray(mask) != 0, layout)
+    tiles = inside.reshape(layout.montages, layout.tile, layout.slices_per_montage, layout.tile)
+    edge = tiles & ~ndimage.binary_erosion(tiles, structure=_TILE_CROSS, border_value=0)
+    return tint(rgb, edge.reshape(rgb.shape[:2]), colour, 1.0)
 
 
 def save_montage_png(path: Path | str, volume: NDArray[np.generic], mask: NDArray[np.generic] | None = None) -> Path:

@@ -1,3 +1,3 @@
 """The U-Net (seed and cascade configurations), training, checkpoints and inference: tensors and files only."""
 
-__all__ = ["checkpoint", "configs", "data", "demo_model", "infer", "shipped", "train", "unet", "unet_parts"]
+__all__ = ["card", "checkpoint", "configs", "data", "demo_model", "infer", "shipped", "train", "unet", "unet_parts"]

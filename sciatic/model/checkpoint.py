@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,40 @@ from sciatic.storage import atomic_write
 KEYS = ("model", "optimizer", "epoch", "config", "metrics", "sciatic_version")
 
 
+class NotACheckpointError(ModelIntegrityError):
+    """A file is not a sciatic checkpoint (not loadable with ``weights_only=True``, or not this schema).
+
+    Recovery: use the ``.pt`` file written by ``sciatic train`` or ``sciatic
+    models export``; for a registered model, restore its file from backup or
+    retire it (``sciatic models retire ID``).
+    """
+
+
+class CheckpointConfigError(ModelIntegrityError):
+    """A checkpoint's configuration is not valid for this sciatic version, or its weights do not fit it.
+
+    Recovery: export the model from a site running a compatible sciatic
+    version, or train a new one here (``sciatic train``).
+    """
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and values: identifies weights, not file bytes."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def save_checkpoint(
@@ -76,7 +109,7 @@ def load_checkpoint(
     """The checkpoint dict, after checking its sha256 (``None`` skips the check: ad-hoc use only).
 
     Raises ``ModelIntegrityError`` when the bytes do not match, or when the
-    file is not a checkpoint of this schema.
+    file is not a checkpoint of this schema (``NotACheckpointError``).
     """
     path = Path(path)
     try:
@@ -86,14 +119,19 @@ def load_checkpoint(
     actual = sha256_bytes(data)
     if expected_sha256 is not None and actual != expected_sha256.lower():
         raise ModelIntegrityError(f"checkpoint {path} has sha256 {actual}, expected {expected_sha256}")
+    return checkpoint_from_bytes(data, str(path), map_location)
+
+
+def checkpoint_from_bytes(data: bytes, label: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Deserialise checkpoint bytes with ``weights_only=True`` and check the schema; ``label`` names them in errors."""
     try:
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as exc:  # a corrupt or foreign file
-        raise ModelIntegrityError(f"checkpoint {path} cannot be loaded: {exc}") from exc
+        raise NotACheckpointError(f"checkpoint {label} cannot be loaded: {_first_line(exc)}") from exc
     missing = [k for k in KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ModelIntegrityError(f"checkpoint {path} lacks {missing}; not a sciatic checkpoint")
-    state["sha256"] = actual
+        raise NotACheckpointError(f"checkpoint {label} lacks {missing}; not a sciatic checkpoint")
+    state["sha256"] = sha256_bytes(data)
     return dict(state)
 
 
@@ -101,5 +139,5 @@ def checkpoint_config(state: dict[str, Any]) -> ModelConfig:
     """The configuration stored in a loaded checkpoint."""
     try:
         return config_from_dict(state["config"])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise ModelIntegrityError(f"checkpoint configuration is not valid for this version: {exc}") from exc
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise CheckpointConfigError(f"checkpoint configuration is not valid for this version: {exc}") from exc

@@ -13,3 +13,6 @@ __all__ = ["SHIPPED_MODEL", "SHIPPED_MODEL_NAME", "SHIPPED_MODEL_SHA256_FILE"]
 SHIPPED_MODEL_NAME = "phantom-cascade"
 SHIPPED_MODEL = Path(__file__).with_name(f"{SHIPPED_MODEL_NAME}.pt")
 SHIPPED_MODEL_SHA256_FILE = Path(__file__).with_name(f"{SHIPPED_MODEL_NAME}.sha256")
+
+if __name__ == "__main__":  # `python -m sciatic.model.shipped`: the path, for `sciatic models add`
+    print(SHIPPED_MODEL)

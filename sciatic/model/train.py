@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from sciatic.evaluation.qc import dice
 from sciatic.evaluation.thresholds import FAILURE_DICE
-from sciatic.model.checkpoint import save_checkpoint
+from sciatic.model.checkpoint import save_checkpoint, state_digest
 from sciatic.model.configs import ModelConfig
 from sciatic.model.data import EpochDataset, Item, TrainingCase, as_case, make_dataset, pad_collate
 from sciatic.model.infer import ModelBundle, resolve_device, segment_volume
@@ -49,6 +49,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0  # optimiser steps taken
     stopped_by_budget: bool = False  # True when ``max_seconds`` or ``max_steps`` ended training
+    initial_digest: str = ""  # checkpoint.state_digest of the weights training started from
 
 
 @dataclass
@@ -228,6 +229,7 @@ def train(
     max_seconds: float | None = None,
     max_steps: int | None = None,
     failure_dice: float = FAILURE_DICE,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``config`` and write the best-validation-Dice checkpoint to ``out_dir/model.pt``.
 
@@ -239,7 +241,8 @@ def train(
     interrupted epoch is then validated and checkpointed like any other, and
     the result says ``stopped_by_budget``. ``out_dir/history.json`` is
     rewritten after every epoch (each entry also gives the cumulative
-    ``steps``).
+    ``steps``). ``initial_state`` (a state dict of the same configuration, e.g.
+    the production model's) replaces the random initial weights: fine-tuning.
     """
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
@@ -263,7 +266,11 @@ def train(
     torch.backends.cudnn.benchmark = False
     try:
         _seed_everything(seed)
-        model = build_model(config).to(target)
+        model = build_model(config)
+        if initial_state is not None:
+            model.load_state_dict(initial_state)
+        initial_digest = state_digest(model.state_dict())
+        model = model.to(target)
         dataset: EpochDataset = make_dataset(train_subjects, config, seed)
         generator = torch.Generator().manual_seed(seed)
         loader: DataLoader[dict[str, torch.Tensor]] = DataLoader(
@@ -322,4 +329,5 @@ def train(
         history=history,
         steps=budget.steps,
         stopped_by_budget=stopped_by_budget,
+        initial_digest=initial_digest,
     )

@@ -6,8 +6,10 @@ segment     a series volume + the production model -> a nerve mask and a segment
 measure     a mask -> slice and nerve metric rows (CSA, volume, signal)
 qc          metric rows (+ manual labels) -> QC flags, Dice; inter-rater agreement
 labels      the labels folder -> checked manual labels on their series' grid
-retrain     labelled series -> frozen split -> challenger -> promote or keep
-export      a segmentation -> DICOM SEG (-> PACS)
+retrain     labelled series -> frozen split -> challenger (fine-tuned) -> promote or keep
+models      a checkpoint file <-> the model registry (add, export) with its model card
+export      a segmentation -> DICOM SEG, SR (measurement report), SC (overlay) -> the PACS outbox
+outbox      queued DICOM objects -> the PACS, retried with back-off, never twice
 report      stored segmentations -> overlay pictures and the HTML report
 ==========  =====================================================================
 
@@ -18,4 +20,4 @@ paths, ``sciatic.imaging.volume`` for volumes and masks, the pure libraries
 ``sciatic.pipeline`` is how Airflow and ``sciatic run`` call them.
 """
 
-__all__ = ["export", "ingest", "labels", "measure", "qc", "report", "retrain", "segment"]
+__all__ = ["export", "ingest", "labels", "measure", "models", "outbox", "qc", "report", "retrain", "segment"]

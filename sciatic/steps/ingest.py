@@ -552,6 +552,7 @@ def _set_eligibility(series: Series, headers: list[DicomHeader], volume: Volume,
     verdict = eligibility.assess(facts, settings.eligibility_rules())
     series.repetition_time_ms, series.echo_time_ms = first.repetition_time_ms, first.echo_time_ms
     series.body_part = first.body_part or None
+    series.laterality = first.laterality or None
     series.eligible, series.eligibility_reason, series.eligibility_detail = (
         verdict.eligible,
         verdict.reason,

@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import Engine, delete
+from sqlalchemy.orm import Session
 
 from sciatic.db import audit
+from sciatic.db.enums import Side
 from sciatic.db.locks import named_lock
 from sciatic.db.models import NerveMetric, Segmentation, Series, SliceMetric
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
-from sciatic.evaluation.metrics import NerveMetrics, nerve_metrics
+from sciatic.evaluation.metrics import NerveMetrics, nerve_metrics, nerve_metrics_by_side
 from sciatic.imaging.volume import check_same_grid, read_volume
 
 __all__ = ["compute_metrics", "measure"]
@@ -25,18 +27,24 @@ log = logging.getLogger(__name__)
 STEP = "measure"
 
 
-def compute_metrics(engine: Engine, segmentation_id: int) -> NerveMetrics:
-    """Metrics of one stored segmentation, from its mask and its series volume."""
+def compute_metrics(engine: Engine, segmentation_id: int) -> dict[Side, NerveMetrics]:
+    """Metrics of one stored segmentation: every nerve together (``Side.ALL``) and each leg's nerve.
+
+    The legs come from patient coordinates, or from the series' Laterality tag when
+    the study is unilateral (``sciatic.evaluation.metrics.split_sides``).
+    """
     with session_scope(engine) as session:
         segmentation = session.get(Segmentation, segmentation_id)
         if segmentation is None:
             raise SciaticError(f"no segmentation with id {segmentation_id}")
         series = session.get(Series, segmentation.series_id)
         assert series is not None and series.volume_path is not None
-        mask_file, volume_file = segmentation.mask_path, series.volume_path
+        mask_file, volume_file, laterality = segmentation.mask_path, series.volume_path, series.laterality or ""
     mask, volume = read_volume(mask_file), read_volume(volume_file)
     check_same_grid(mask.shape, mask.affine, volume.shape, volume.affine)
-    return nerve_metrics(mask.data, mask.affine, volume.data)
+    every = nerve_metrics(mask.data, mask.affine, volume.data)
+    by_side = nerve_metrics_by_side(mask.data, mask.affine, volume.data, laterality if laterality in "LR" else "")
+    return {Side.ALL: every, **by_side}
 
 
 def measure(engine: Engine, segmentation_id: int) -> None:
@@ -46,44 +54,65 @@ def measure(engine: Engine, segmentation_id: int) -> None:
 
 
 def _measure(engine: Engine, segmentation_id: int) -> None:
-    metrics = compute_metrics(engine, segmentation_id)
-    s = metrics.series
+    measured = compute_metrics(engine, segmentation_id)
     with session_scope(engine) as session:
         session.execute(delete(SliceMetric).where(SliceMetric.segmentation_id == segmentation_id))
         session.execute(delete(NerveMetric).where(NerveMetric.segmentation_id == segmentation_id))
-        for m in metrics.slices:
-            x, y, z = m.centroid_ras_mm if m.centroid_ras_mm is not None else (None, None, None)
-            session.add(
-                SliceMetric(
-                    segmentation_id=segmentation_id,
-                    slice_index=m.slice_index,
-                    csa_mm2=m.area_mm2,
-                    centroid_x_mm=x,
-                    centroid_y_mm=y,
-                    centroid_z_mm=z,
-                    signal_mean=m.signal_mean,
-                    signal_sd=m.signal_sd,
-                    n_components=m.n_components,
-                )
-            )
-        session.add(
-            NerveMetric(
-                segmentation_id=segmentation_id,
-                volume_mm3=s.volume_mm3,
-                csa_mean_mm2=s.csa_mean_mm2,
-                csa_median_mm2=s.csa_median_mm2,
-                csa_max_mm2=s.csa_max_mm2,
-                covered_length_mm=s.covered_length_mm,
-                signal_mean=s.signal_mean,
-                n_slices_with_nerve=s.n_nerve_slices,
-                n_components_3d=s.n_components_3d,
-            )
+        for side, metrics in measured.items():
+            _add_rows(session, segmentation_id, side, metrics)
+        s = measured[Side.ALL].series
+        audit.record(
+            session,
+            STEP,
+            "measured",
+            "segmentation",
+            segmentation_id,
+            volume_mm3=round(s.volume_mm3, 1),
+            sides=[side.value for side in measured if side is not Side.ALL],
         )
-        audit.record(session, STEP, "measured", "segmentation", segmentation_id, volume_mm3=round(s.volume_mm3, 1))
     log.info(
-        "segmentation %s: volume %.0f mm³, mean CSA %s mm² over %d slices",
+        "segmentation %s: volume %.0f mm³, mean CSA %s mm² over %d slices, sides %s",
         segmentation_id,
         s.volume_mm3,
         "-" if s.csa_mean_mm2 is None else f"{s.csa_mean_mm2:.1f}",
         s.n_nerve_slices,
+        "/".join(side.value for side in measured if side is not Side.ALL) or "-",
+    )
+
+
+def _add_rows(session: Session, segmentation_id: int, side: Side, metrics: NerveMetrics) -> None:
+    for m in metrics.slices:
+        if side is not Side.ALL and not m.has_nerve:
+            continue  # a leg's rows: only its nerve slices (the ``all`` rows keep every slice)
+        x, y, z = m.centroid_ras_mm if m.centroid_ras_mm is not None else (None, None, None)
+        session.add(
+            SliceMetric(
+                segmentation_id=segmentation_id,
+                side=side,
+                slice_index=m.slice_index,
+                csa_mm2=m.area_mm2,
+                centroid_x_mm=x,
+                centroid_y_mm=y,
+                centroid_z_mm=z,
+                signal_mean=m.signal_mean,
+                signal_sd=m.signal_sd,
+                n_components=m.n_components,
+            )
+        )
+    s = metrics.series
+    session.add(
+        NerveMetric(
+            segmentation_id=segmentation_id,
+            side=side,
+            volume_mm3=s.volume_mm3,
+            csa_mean_mm2=s.csa_mean_mm2,
+            csa_median_mm2=s.csa_median_mm2,
+            csa_max_mm2=s.csa_max_mm2,
+            covered_length_mm=s.covered_length_mm,
+            signal_mean=s.signal_mean,
+            n_slices_with_nerve=s.n_nerve_slices,
+            n_components_3d=s.n_components_3d,
+            max_pieces=s.max_pieces,
+            bifurcation_z_mm=s.bifurcation_z_mm,
+        )
     )

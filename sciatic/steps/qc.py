@@ -17,7 +17,7 @@ from sqlalchemy import Engine, delete, select
 
 from sciatic.config import Settings
 from sciatic.db import audit
-from sciatic.db.enums import QcStatus
+from sciatic.db.enums import QcStatus, Side
 from sciatic.db.locks import named_lock
 from sciatic.db.models import ManualLabel, NerveMetric, QcResult, Segmentation, Series, SliceMetric
 from sciatic.db.queries import current_series
@@ -49,11 +49,13 @@ def stored_metrics(engine: Engine, segmentation_id: int) -> NerveMetrics:
             raise SciaticError(f"no segmentation with id {segmentation_id}")
         series = session.get(Series, segmentation.series_id)
         assert series is not None
-        nerve = session.scalars(select(NerveMetric).where(NerveMetric.segmentation_id == segmentation_id)).first()
+        nerve = session.scalars(
+            select(NerveMetric).where(NerveMetric.segmentation_id == segmentation_id, NerveMetric.side == Side.ALL)
+        ).first()
         rows = list(
             session.scalars(
                 select(SliceMetric)
-                .where(SliceMetric.segmentation_id == segmentation_id)
+                .where(SliceMetric.segmentation_id == segmentation_id, SliceMetric.side == Side.ALL)
                 .order_by(SliceMetric.slice_index)
             )
         )
@@ -89,6 +91,8 @@ def stored_metrics(engine: Engine, segmentation_id: int) -> NerveMetrics:
             covered_length_mm=nerve.covered_length_mm,
             signal_mean=nerve.signal_mean,
             n_components_3d=nerve.n_components_3d or 0,
+            max_pieces=nerve.max_pieces or 0,
+            bifurcation_z_mm=nerve.bifurcation_z_mm,
         )
         normal = slice_normal(affine)
         return NerveMetrics(

@@ -4,27 +4,38 @@ The split is by subject (all series of a subject fall in one part), stratified
 by cohort, 80/20 train/test as in the seed, with a validation part taken from
 the training subjects for early stopping. It is seeded and stored in
 ``training_run.split`` so that the test subjects of every run are known later.
-Challenger and champion are evaluated on the same test series; the challenger
-is promoted only if its mean Dice beats the champion's by the configured margin
-and its failure rate (Dice below the failure threshold) is not worse. With no
+
+By default a challenger is fine-tuned from the production model's weights when
+that model has the configuration being trained. The split then covers the
+subjects the production model's training runs did not train on, and up to
+``SCIATIC_TRAIN_REPLAY_SHARE`` of the training series are replayed from the
+subjects they did train on, against forgetting. From scratch (or with no usable
+production model) the split covers every labelled subject.
+
+Challenger and champion are scored on the same test series; the challenger is
+promoted only when the lower bound of the paired bootstrap interval of the
+per-series Dice difference exceeds ``SCIATIC_PROMOTE_MARGIN_DICE`` and its
+failure rate is not worse (``sciatic.evaluation.promotion``). With no
 production model, a challenger is promoted when its mean Dice reaches
-``SCIATIC_PROMOTE_MIN_DICE``.
+``SCIATIC_PROMOTE_MIN_DICE``. A promoted model gets a model card.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, select
 
 from sciatic.config import Settings
-from sciatic.db import audit, queries, registry
+from sciatic.db import audit, cards, queries, registry
 from sciatic.db.enums import TrainingDecision
-from sciatic.db.models import ManualLabel, TrainingRun, utcnow
+from sciatic.db.models import ManualLabel, ModelVersion, TrainingRun, utcnow
 from sciatic.db.queries import LabelledSeries
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
@@ -91,21 +102,75 @@ def _labelled_series(engine: Engine) -> dict[int, LabelledSeries]:
         return queries.labelled_series(session)
 
 
-def start_training_run(settings: Settings, engine: Engine, trigger: str, config_name: str | None = None) -> int:
-    """Freeze the split of the labelled series into a new training_run row; return its id."""
-    from sciatic.model.configs import config_to_dict, get_config
+def plan_split(
+    labelled: dict[int, LabelledSeries], earlier: Sequence[dict[str, Any]], seed: int, replay_share: float
+) -> dict[str, Any]:
+    """Series ids per part (train, val, test, replay) and subject ids per part (``subjects``).
 
-    labelled = _labelled_series(engine)
+    ``earlier`` are the splits of the training runs behind the model being
+    fine-tuned (none when training from scratch). The subjects they trained on
+    stay out of the new split when at least three others are labelled; their
+    labelled series are then the replay pool, of which a seeded sample makes
+    up at most ``replay_share`` of the training series.
+    """
+    if not 0 <= replay_share < 1:
+        raise ValueError("replay_share must be in [0, 1)")
     cohorts = {item.subject_id: item.cohort for item in labelled.values()}
-    parts = split_subjects(cohorts, settings.train_seed)
-    split = {
+    trained = {int(s) for split in earlier for s in dict(split.get("subjects", {})).get("train", [])}
+    new = {subject: cohort for subject, cohort in cohorts.items() if subject not in trained}
+    parts = split_subjects(new if len(new) >= MIN_SUBJECTS else cohorts, seed)
+    split: dict[str, Any] = {
         part: sorted(sid for sid, item in labelled.items() if item.subject_id in subjects)
         for part, subjects in parts.items()
     }
-    split["subjects"] = parts  # type: ignore[assignment]
-    config = get_config(config_name or settings.train_config)
+    in_split = {subject for subjects in parts.values() for subject in subjects}
+    pool = sorted(sid for sid, item in labelled.items() if item.subject_id in trained - in_split)
+    # replay / (train + replay) <= share
+    most = math.floor(replay_share * len(split["train"]) / (1 - replay_share) + 1e-9)
+    split["replay"] = pool if len(pool) <= most else sorted(random.Random(seed).sample(pool, most))
+    split["subjects"] = parts
+    return split
+
+
+def _fine_tunable(champion: ModelVersion | None, config_name: str) -> bool:
+    """True when the production model has the configuration being trained (and this version can read it)."""
+    from sciatic.model.configs import config_from_dict
+
+    if champion is None or champion.config_name != config_name:
+        return False
+    try:
+        config_from_dict(champion.config)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        log.warning("production model %s has a configuration this version cannot read: from scratch", champion.id)
+        return False
+    return True
+
+
+def start_training_run(
+    settings: Settings,
+    engine: Engine,
+    trigger: str,
+    config_name: str | None = None,
+    from_scratch: bool | None = None,
+) -> int:
+    """Freeze the split of the labelled series into a new training_run row; return its id.
+
+    ``from_scratch`` (default ``SCIATIC_TRAIN_FROM_SCRATCH``) false fine-tunes
+    the production model when it has the configuration ``config_name``
+    (default ``SCIATIC_TRAIN_CONFIG``): the run then trains that model's own
+    configuration, starting from its weights.
+    """
+    from sciatic.model.configs import config_from_dict, config_to_dict, get_config
+
+    labelled = _labelled_series(engine)
+    name = config_name or settings.train_config
+    scratch = settings.train_from_scratch if from_scratch is None else from_scratch
     with session_scope(engine) as session:
         champion = registry.production_or_none(session)
+        initial = champion if not scratch and _fine_tunable(champion, name) else None
+        config = config_from_dict(initial.config) if initial is not None else get_config(name)
+        earlier = [dict(run.split) for run in registry.lineage(session, initial.id)] if initial is not None else []
+        split = plan_split(labelled, earlier, settings.train_seed, settings.train_replay_share)
         run = TrainingRun(
             trigger=trigger,
             config_name=config.name,
@@ -113,27 +178,40 @@ def start_training_run(settings: Settings, engine: Engine, trigger: str, config_
             seed=settings.train_seed,
             split=split,
             champion_model_id=champion.id if champion else None,
+            initial_model_id=initial.id if initial is not None else None,
         )
         session.add(run)
         session.flush()
+        sizes = {part: len(split[part]) for part in ("train", "val", "test", "replay")}
         audit.record(
             session,
             STEP,
             "split_frozen",
             "training_run",
             run.id,
-            train=len(split["train"]),
-            val=len(split["val"]),
-            test=len(split["test"]),
+            **sizes,
+            initial_model_id=run.initial_model_id,
         )
-        log.info("training run %s: %s", run.id, {k: len(v) for k, v in split.items() if k != "subjects"})
+        start = f"fine-tuning model {initial.id}" if initial is not None else "from scratch"
+        log.info("training run %s (%s): %s series", run.id, start, sizes)
         return run.id
 
 
 def train_challenger(
-    settings: Settings, engine: Engine, training_run_id: int, progress: bool = True, epochs: int | None = None
+    settings: Settings,
+    engine: Engine,
+    training_run_id: int,
+    progress: bool = True,
+    epochs: int | None = None,
+    max_minutes: float | None = None,
 ) -> int:
-    """Train the run's configuration on its frozen split; register the checkpoint; return the model id."""
+    """Train the run's configuration on its frozen split; register the checkpoint; return the model id.
+
+    The training series are the split's ``train`` and ``replay`` parts; a
+    fine-tuning run starts from its initial model's weights. ``max_minutes``
+    (default ``SCIATIC_TRAIN_MAX_MINUTES``; 0: none) bounds the wall time.
+    """
+    from sciatic.model.checkpoint import load_checkpoint
     from sciatic.model.configs import config_from_dict, config_to_dict
     from sciatic.model.train import train
 
@@ -144,15 +222,25 @@ def train_challenger(
         if run.challenger_model_id is not None:
             return run.challenger_model_id  # already trained: retry-safe
         split, config, seed = run.split, config_from_dict(run.config), run.seed
+        initial_id = run.initial_model_id
+        initial_state = None
+        origin = f"training run {training_run_id}, from scratch"
+        if initial_id is not None:  # fine-tuning: the weights of the model the run started from, verified
+            initial = registry.get(session, initial_id)
+            initial_state = load_checkpoint(initial.checkpoint_path, initial.checkpoint_sha256)["model"]
+            origin = f"training run {training_run_id}, fine-tuned from model {initial_id} (`{initial.name}`)"
     labelled = _labelled_series(engine)
 
-    def items(part: str) -> list[tuple[str, str]]:
-        return [(labelled[s].volume_path, labelled[s].label_path) for s in split[part] if s in labelled]
+    def items(*parts: str) -> list[tuple[str, str]]:
+        ids = [s for part in parts for s in split.get(part, []) if s in labelled]
+        return [(labelled[s].volume_path, labelled[s].label_path) for s in ids]
 
+    minutes = settings.train_max_minutes if max_minutes is None else max_minutes
     out_dir = DataLayout.of(settings).training_run(training_run_id)
+    train_items = items("train", "replay")
     result = train(
         config,
-        items("train"),
+        train_items,
         items("val"),
         out_dir,
         epochs=epochs or settings.train_epochs,
@@ -160,6 +248,8 @@ def train_challenger(
         device=settings.device,
         progress=progress,
         failure_dice=settings.failure_dice,
+        max_seconds=60 * minutes if minutes > 0 else None,
+        initial_state=initial_state,
     )
     with session_scope(engine) as session:
         version = registry.register(
@@ -169,6 +259,7 @@ def train_challenger(
             config.name,
             config_to_dict(config),
             metrics=result.metrics,
+            origin=origin,
         )
         run = session.get(TrainingRun, training_run_id)
         assert run is not None
@@ -181,8 +272,14 @@ def train_challenger(
             run.id,
             model_version_id=version.id,
             epochs=result.epochs_run,
+            steps=result.steps,
+            stopped_by_budget=result.stopped_by_budget,
             seconds=round(result.seconds, 1),
             device=result.device,
+            training_series=len(train_items),
+            replayed_series=len(items("replay")),
+            initial_model_id=initial_id,
+            initial_weights=result.initial_digest,
         )
         return version.id
 
@@ -203,6 +300,8 @@ def evaluate_model(settings: Settings, engine: Engine, model_id: int, series_ids
 
 def evaluate_and_decide(settings: Settings, engine: Engine, training_run_id: int) -> TrainingDecision:
     """Compare challenger and champion on the run's test series; promote or keep; record everything."""
+    from sciatic.evaluation.promotion import PromotionRule, decide
+
     with session_scope(engine) as session:
         run = session.get(TrainingRun, training_run_id)
         if run is None or run.challenger_model_id is None:
@@ -210,34 +309,35 @@ def evaluate_and_decide(settings: Settings, engine: Engine, training_run_id: int
         if run.decision is not TrainingDecision.RUNNING:
             return run.decision  # decided before a retry
         test, challenger_id, champion_id = list(run.split["test"]), run.challenger_model_id, run.champion_model_id
+        seed = run.seed
     challenger = evaluate_model(settings, engine, challenger_id, test)
     champion = evaluate_model(settings, engine, champion_id, test) if champion_id is not None else None
-    if champion is None:
-        promote = challenger.mean_dice >= settings.promote_min_dice
-        detail = (
-            f"no production model; challenger mean Dice {challenger.mean_dice:.3f} "
-            f"{'>=' if promote else '<'} the minimum {settings.promote_min_dice}"
-        )
-    else:
-        better = challenger.mean_dice >= champion.mean_dice + settings.promote_margin_dice
-        safe = challenger.failure_rate <= champion.failure_rate
-        promote = better and safe
-        detail = (
-            f"challenger mean Dice {challenger.mean_dice:.3f} vs production {champion.mean_dice:.3f} "
-            f"(margin {settings.promote_margin_dice}), failure rate {challenger.failure_rate:.0%} vs "
-            f"{champion.failure_rate:.0%}: {'promoted' if promote else 'kept production'}"
-        )
-    decision = TrainingDecision.PROMOTED if promote else TrainingDecision.KEPT
+    rule = PromotionRule(
+        margin=settings.promote_margin_dice,
+        min_dice=settings.promote_min_dice,
+        confidence=settings.promote_confidence,
+        resamples=settings.promote_bootstrap_resamples,
+        seed=seed,
+        failure_dice=settings.failure_dice,
+    )
+    verdict = decide(rule, challenger.dice, champion.dice if champion else None)
+    decision = TrainingDecision.PROMOTED if verdict.promote else TrainingDecision.KEPT
     with session_scope(engine) as session:
         run = session.get(TrainingRun, training_run_id)
         assert run is not None
         run.challenger_metrics = challenger.to_dict()
         run.champion_metrics = champion.to_dict() if champion else None
+        if verdict.interval is not None:
+            run.dice_difference = verdict.interval.mean
+            run.dice_difference_low = verdict.interval.low
+            run.dice_difference_high = verdict.interval.high
         run.decision = decision
-        run.decision_detail = detail
+        run.decision_detail = verdict.detail
         run.finished_at = utcnow()
-        if promote:
-            registry.promote(session, challenger_id, reason=f"training run {training_run_id}")
-        audit.record(session, STEP, decision.value, "training_run", training_run_id, detail=detail)
-    log.info("training run %s: %s", training_run_id, detail)
+        if verdict.promote:
+            version = registry.promote(session, challenger_id, reason=f"training run {training_run_id}")
+            session.flush()
+            cards.write_card(session, challenger_id, DataLayout.of(settings).model_card(version.name))
+        audit.record(session, STEP, decision.value, "training_run", training_run_id, detail=verdict.detail)
+    log.info("training run %s: %s", training_run_id, verdict.detail)
     return decision

@@ -1,0 +1,122 @@
+"""Champion or challenger: a paired bootstrap of the per-series Dice difference, and the promotion rule.
+
+Both models are scored on the same test series. The difference
+(challenger - champion) is taken series by series; resampling the series with
+replacement (seeded) gives a percentile confidence interval of its mean. The
+challenger is promoted only when the interval's lower bound exceeds the margin
+and its failure rate is not worse. With no champion, its mean Dice must reach
+a minimum instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from sciatic.evaluation.thresholds import FAILURE_DICE
+
+__all__ = ["DiceInterval", "PromotionRule", "Verdict", "decide", "paired_bootstrap"]
+
+
+@dataclass(frozen=True)
+class DiceInterval:
+    """Mean of the paired differences and its bootstrap percentile interval."""
+
+    mean: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+    n: int  # paired series
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_bootstrap(
+    challenger: Sequence[float],
+    champion: Sequence[float],
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> DiceInterval:
+    """Percentile interval of mean(challenger - champion), resampling the pairs with replacement."""
+    a, b = np.asarray(challenger, np.float64), np.asarray(champion, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError("paired_bootstrap needs two equally long, non-empty sequences")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("paired_bootstrap needs finite values")
+    if resamples < 1 or not 0 < confidence < 1:
+        raise ValueError("resamples must be >= 1 and confidence in (0, 1)")
+    difference = a - b
+    picks = np.random.default_rng(seed).integers(0, difference.size, size=(resamples, difference.size))
+    means = difference[picks].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return DiceInterval(
+        mean=float(difference.mean()),
+        low=float(low),
+        high=float(high),
+        confidence=confidence,
+        resamples=resamples,
+        n=int(difference.size),
+    )
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """The settings of the rule (``SCIATIC_PROMOTE_*``)."""
+
+    margin: float = 0.01  # the interval's lower bound must exceed this
+    min_dice: float = 0.5  # with no champion: the challenger's mean Dice must reach this
+    confidence: float = 0.95
+    resamples: int = 2000
+    seed: int = 0
+    failure_dice: float = FAILURE_DICE  # Dice below this is a failed segmentation
+
+
+@dataclass(frozen=True)
+class Verdict:
+    promote: bool
+    detail: str  # one sentence: the numbers and the reason
+    interval: DiceInterval | None  # None when there was no champion
+
+
+def _failure_rate(dice: Sequence[float], failure_dice: float) -> float:
+    return sum(d < failure_dice for d in dice) / len(dice)
+
+
+def decide(rule: PromotionRule, challenger: Mapping[str, float], champion: Mapping[str, float] | None) -> Verdict:
+    """Promote or keep, from each model's Dice per test series (the same series for both)."""
+    if not challenger:
+        raise ValueError("no test series")
+    names = sorted(challenger)
+    new = [challenger[n] for n in names]
+    mean = math.fsum(new) / len(new)
+    if champion is None:
+        promote = mean >= rule.min_dice
+        detail = (
+            f"no production model; challenger mean Dice {mean:.3f} "
+            f"{'>=' if promote else '<'} the minimum {rule.min_dice}: {'promoted' if promote else 'not promoted'}"
+        )
+        return Verdict(promote, detail, None)
+    if sorted(champion) != names:
+        raise ValueError("challenger and champion were scored on different series")
+    old = [champion[n] for n in names]
+    interval = paired_bootstrap(new, old, rule.resamples, rule.confidence, rule.seed)
+    better = interval.low > rule.margin
+    new_failures, old_failures = _failure_rate(new, rule.failure_dice), _failure_rate(old, rule.failure_dice)
+    safe = new_failures <= old_failures
+    promote = better and safe
+    detail = (
+        f"Dice challenger - production {interval.mean:+.3f}, {rule.confidence:.0%} CI "
+        f"[{interval.low:+.3f}, {interval.high:+.3f}] over {interval.n} test series "
+        f"(paired bootstrap, {rule.resamples} resamples, seed {rule.seed}); lower bound "
+        f"{'>' if better else '<='} margin {rule.margin}; failure rate {new_failures:.0%} vs {old_failures:.0%}"
+        f"{'' if safe else ' (worse)'}: {'promoted' if promote else 'kept production'}"
+    )
+    return Verdict(promote, detail, interval)
