@@ -557,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+        logging.getLogger("highdicom").setLevel(logging.WARNING)  # it narrates every module it copies
         if args.command != "db":  # schema checks before each step are not news
             logging.getLogger("alembic").setLevel(logging.WARNING)
         if args.command == "demo":  # the demo prints its own story
