@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     )
     qc_min_volume_mm3: float = Field(_QC.min_volume_mm3, ge=0, description="QC: a smaller nerve volume is flagged.")
     qc_max_volume_mm3: float = Field(_QC.max_volume_mm3, gt=0, description="QC: a larger nerve volume is flagged.")
+    qc_min_nerve_slice_fraction: float = Field(
+        _QC.min_nerve_slice_fraction, ge=0, le=1, description="QC: a nerve on a smaller share of the slices is flagged."
+    )
+    qc_max_nerve_anterior_mm: float = Field(
+        _QC.max_nerve_anterior_mm,
+        description="QC: a nerve further anterior (mm) than the centre of its thigh's cross-section is flagged.",
+    )
     train_config: str = Field("cascade", description="Model configuration trained by `sciatic train` and retraining.")
     train_epochs: int = Field(40, ge=1, description="Epochs of a training run (early stopping may end it sooner).")
     train_seed: int = Field(0, description="Seed of the split and of training (deterministic on CPU).")
@@ -372,6 +379,8 @@ class Settings(BaseSettings):
             max_gap_slices=self.qc_max_gap_slices,
             min_volume_mm3=self.qc_min_volume_mm3,
             max_volume_mm3=self.qc_max_volume_mm3,
+            min_nerve_slice_fraction=self.qc_min_nerve_slice_fraction,
+            max_nerve_anterior_mm=self.qc_max_nerve_anterior_mm,
             failure_dice=self.failure_dice,
         )
 

@@ -333,7 +333,11 @@ def test_slice_gap_review() -> None:
 def test_volume_flags() -> None:
     # 2 slices of about 48 mm² x 4 mm: about 380 mm³ -> too small with a 500 mm³ floor
     m = tube(SHAPE, 6.5, range(2, 4))
-    assert _assess(m, thresholds=QcThresholds(min_volume_mm3=500.0)) == (QcStatus.REVIEW, {QcFlag.VOLUME_TOO_SMALL})
+    short_is_fine = {"min_nerve_slice_fraction": 0.0}  # the volume flag alone (a short nerve has its own)
+    assert _assess(m, thresholds=QcThresholds(min_volume_mm3=500.0, **short_is_fine)) == (
+        QcStatus.REVIEW,
+        {QcFlag.VOLUME_TOO_SMALL},
+    )
     m = tube(SHAPE, 6.5, range(16))
     assert _assess(m, thresholds=QcThresholds(max_volume_mm3=1000.0)) == (QcStatus.REVIEW, {QcFlag.VOLUME_TOO_LARGE})
 
@@ -360,3 +364,72 @@ def test_comparison_is_frozen() -> None:
     assert isinstance(c, MaskComparison)
     with pytest.raises(AttributeError):
         c.dice = 0.5  # type: ignore[misc]
+
+
+def test_a_nerve_on_too_few_slices_is_reviewed() -> None:
+    assert _assess(tube(SHAPE, 6.5, range(2, 8)))[1] == {QcFlag.NERVE_TOO_SHORT}  # 6 of 16 slices
+    assert _assess(tube(SHAPE, 6.5, range(2, 10))) == (QcStatus.PASS, set())  # half of them
+
+
+def _two_thighs(nerves: dict[str, float]) -> tuple[NDArray[np.float32], NDArray[np.uint8], NDArray[np.float64]]:
+    """A bilateral slab: two thighs (discs of signal) at RAS x = -90 and +90 mm, nerves where asked.
+
+    ``nerves`` maps ``"left"``/``"right"`` to the nerve's RAS y offset from its thigh's centre (mm).
+    """
+    affine = np.diag([1.0, 1.0, 4.0, 1.0])
+    affine[:3, 3] = (-200.0, -100.0, 0.0)
+    i, j = np.mgrid[0:400, 0:200]
+    image = np.zeros((400, 200, 12), np.float32)
+    mask = np.zeros((400, 200, 12), np.uint8)
+    for side, x in (("right", -90.0), ("left", 90.0)):
+        thigh = (i - 200 - x) ** 2 + (j - 100) ** 2 <= 70**2
+        image[thigh] = 400.0
+        if side in nerves:
+            nerve = (i - 200 - x) ** 2 + (j - 100 - nerves[side]) ** 2 <= 4**2
+            mask[nerve] = 1
+    return image, mask, affine
+
+
+def test_each_thigh_is_judged_on_its_own() -> None:
+    from sciatic.evaluation.anatomy import legs_in_view
+    from sciatic.evaluation.metrics import nerve_metrics_by_side
+    from sciatic.evaluation.qc import LegFacts, assess_legs
+
+    def verdict(nerves: dict[str, float]) -> tuple[QcStatus, set[QcFlag]]:
+        image, mask, affine = _two_thighs(nerves)
+        legs = {leg.side.value: leg for leg in legs_in_view(image, affine)}
+        assert set(legs) == {"left", "right"}
+        by_side = {side.value: m for side, m in nerve_metrics_by_side(mask, affine).items()}
+        facts = [
+            LegFacts(
+                side,
+                by_side.get(side),
+                None
+                if side not in by_side
+                else float(np.mean([s.centroid_ras_mm[1] for s in by_side[side].slices if s.centroid_ras_mm]))
+                - legs[side].centroid_ras_mm[1],
+            )
+            for side in ("left", "right")
+        ]
+        r = assess_legs(facts)
+        return r.status, set(r.flags)
+
+    assert verdict({"left": -30.0, "right": -25.0}) == (QcStatus.PASS, set())  # two posterior nerves: normal
+    assert verdict({"left": -30.0}) == (QcStatus.REVIEW, {QcFlag.LEG_WITHOUT_NERVE})
+    assert verdict({"left": -30.0, "right": +35.0}) == (QcStatus.REVIEW, {QcFlag.NERVE_NOT_POSTERIOR})
+    # the whole mask, judged as one nerve, would wrongly see two components in every slice
+    _, mask, affine = _two_thighs({"left": -30.0, "right": -25.0})
+    assert QcFlag.MULTIPLE_COMPONENTS in set(assess(nerve_metrics(mask, affine)).flags)
+
+
+def test_legs_in_view_of_one_thigh_follow_its_laterality_tag() -> None:
+    from sciatic.db.enums import Side
+    from sciatic.evaluation.anatomy import legs_in_view
+
+    image, _, affine = _two_thighs({})
+    image[200:, :, :] = 0  # only the right thigh (RAS -x) is left
+    (leg,) = legs_in_view(image, affine)
+    assert leg.side is Side.RIGHT and leg.centroid_ras_mm[0] == pytest.approx(-90.0, abs=1.0)
+    (tagged,) = legs_in_view(image, affine, laterality="L")  # a unilateral study names its leg
+    assert tagged.side is Side.LEFT
+    assert legs_in_view(np.zeros((20, 20, 3)), affine) == ()

@@ -210,6 +210,14 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("bifurcation_z_mm", sa.Float(), nullable=True, comment="RAS z where the nerve splits for good")
         )
+        batch.add_column(
+            sa.Column(
+                "anterior_offset_mm",
+                sa.Float(),
+                nullable=True,
+                comment="nerve centroid minus thigh centre along RAS +y (a leg's row; negative: posterior)",
+            )
+        )
         batch.drop_constraint("uq_nerve_metric_segmentation_id", type_="unique")
         batch.create_unique_constraint("uq_nerve_metric_segmentation_id_side", ["segmentation_id", "side"])
     if op.get_bind().dialect.name == "postgresql":
@@ -232,7 +240,7 @@ def downgrade() -> None:
     with op.batch_alter_table("nerve_metric") as batch:
         batch.drop_constraint("uq_nerve_metric_segmentation_id_side", type_="unique")
         batch.create_unique_constraint("uq_nerve_metric_segmentation_id", ["segmentation_id"])
-        for column in ("bifurcation_z_mm", "max_pieces", "side"):
+        for column in ("anterior_offset_mm", "bifurcation_z_mm", "max_pieces", "side"):
             batch.drop_column(column)
     with op.batch_alter_table("slice_metric") as batch:
         batch.drop_constraint("uq_slice_metric_segmentation_id_side_slice_index", type_="unique")

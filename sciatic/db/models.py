@@ -308,6 +308,9 @@ class NerveMetric(Base):
     n_components_3d: Mapped[int | None] = mapped_column(Integer, comment="26-connected pieces of the 3D mask")
     max_pieces: Mapped[int | None] = mapped_column(Integer, comment="most pieces in one slice")
     bifurcation_z_mm: Mapped[float | None] = mapped_column(Float, comment="RAS z where the nerve splits for good")
+    anterior_offset_mm: Mapped[float | None] = mapped_column(
+        Float, comment="nerve centroid minus thigh centre along RAS +y (a leg's row; negative: posterior)"
+    )
 
 
 class ManualLabel(Base):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -55,6 +55,7 @@ from sciatic.imaging.volume import (
 __all__ = [
     "FAIL_FLAGS",
     "InterRaterSummary",
+    "LegFacts",
     "MaskComparison",
     "QcFinding",
     "QcFlag",
@@ -62,10 +63,12 @@ __all__ = [
     "QcThresholds",
     "QcVerdict",
     "assess",
+    "assess_legs",
     "compare_files",
     "compare_masks",
     "dice",
     "inter_rater_summary",
+    "status_of",
     "surface_distances_mm",
     "volume_similarity",
 ]
@@ -273,6 +276,9 @@ class QcFlag(StrEnum):
     SLICE_GAP = "slice_gap"
     VOLUME_TOO_SMALL = "volume_too_small"
     VOLUME_TOO_LARGE = "volume_too_large"
+    NERVE_TOO_SHORT = "nerve_too_short"  # on too few of the slices: a fragment, or another structure
+    LEG_WITHOUT_NERVE = "leg_without_nerve"  # a thigh in the field of view without any nerve found in it
+    NERVE_NOT_POSTERIOR = "nerve_not_posterior"  # in front of the thigh's centre: not where the sciatic nerve runs
     LABEL_DICE_FAILED = "label_dice_failed"
 
 
@@ -419,4 +425,52 @@ def _label_free(m: NerveMetrics, t: QcThresholds) -> list[QcFinding]:
                 f"volume {s.volume_mm3:.0f} mm³ > {t.max_volume_mm3:g} mm³",
             )
         )
+
+    if s.n_slices and s.n_nerve_slices < t.min_nerve_slice_fraction * s.n_slices:
+        out.append(
+            QcFinding(
+                QcFlag.NERVE_TOO_SHORT,
+                f"nerve on {s.n_nerve_slices} of {s.n_slices} slices (< {t.min_nerve_slice_fraction:.0%})",
+            )
+        )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class LegFacts:
+    """One thigh of the field of view: its nerve's metrics (None: no nerve found) and position."""
+
+    side: str
+    metrics: NerveMetrics | None
+    anterior_offset_mm: float | None  # nerve centroid minus thigh centre along RAS +y (anterior); None: unknown
+
+
+def assess_legs(legs: Sequence[LegFacts], thresholds: QcThresholds | None = None) -> QcVerdict:
+    """Label-free flags per thigh: a thigh without nerve, a nerve in front, and each nerve's own flags.
+
+    With two thighs in view the whole mask holds two nerves, so the flags that
+    assume one nerve (components per slice, centroid jumps) are judged per
+    thigh here; :func:`assess` of the whole mask stays right for one thigh.
+    """
+    t = thresholds or QcThresholds()
+    found: list[QcFinding] = []
+    for leg in legs:
+        if leg.metrics is None or leg.metrics.series.is_empty:
+            found.append(QcFinding(QcFlag.LEG_WITHOUT_NERVE, f"the {leg.side} thigh is in view but has no nerve"))
+            continue
+        if leg.anterior_offset_mm is not None and leg.anterior_offset_mm > t.max_nerve_anterior_mm:
+            found.append(
+                QcFinding(
+                    QcFlag.NERVE_NOT_POSTERIOR,
+                    f"the {leg.side} nerve lies {leg.anterior_offset_mm:.0f} mm anterior to its thigh's centre",
+                )
+            )
+        found.extend(QcFinding(f.flag, f"{leg.side}: {f.detail}") for f in _label_free(leg.metrics, t))
+    return QcVerdict(status_of(found), tuple(found))
+
+
+def status_of(found: Sequence[QcFinding]) -> QcStatus:
+    """``fail`` when a finding is in :data:`FAIL_FLAGS`, else ``review`` when there is any, else ``pass``."""
+    if any(f.flag in FAIL_FLAGS for f in found):
+        return QcStatus.FAIL
+    return QcStatus.REVIEW if found else QcStatus.PASS

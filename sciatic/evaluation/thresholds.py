@@ -50,6 +50,13 @@ class QcThresholds:
         the ROI cannot be a nerve in a thigh slab.
     failure_dice = 0.05
         The seed's failure definition, used when a manual label exists.
+    min_nerve_slice_fraction = 0.5
+        The sciatic nerve runs the whole length of a thigh series: a nerve
+        found on fewer than half of the slices is a fragment or a wrong object.
+    max_nerve_anterior_mm = 0.0
+        The sciatic nerve lies in the posterior compartment, behind the femur:
+        its centroid lies posterior to the centre of its thigh's
+        cross-section. A nerve further forward is in an implausible place.
     """
 
     csa_min_mm2: float = 10.0
@@ -60,6 +67,8 @@ class QcThresholds:
     min_volume_mm3: float = 200.0
     max_volume_mm3: float = 80_000.0
     failure_dice: float = FAILURE_DICE
+    min_nerve_slice_fraction: float = 0.5
+    max_nerve_anterior_mm: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.csa_min_mm2 < self.csa_max_mm2:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from sqlalchemy import Engine, delete
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,7 @@ from sciatic.db.locks import named_lock
 from sciatic.db.models import NerveMetric, Segmentation, Series, SliceMetric
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
+from sciatic.evaluation.anatomy import legs_in_view
 from sciatic.evaluation.metrics import NerveMetrics, nerve_metrics, nerve_metrics_by_side
 from sciatic.imaging.volume import check_same_grid, read_volume
 
@@ -27,11 +29,14 @@ log = logging.getLogger(__name__)
 STEP = "measure"
 
 
-def compute_metrics(engine: Engine, segmentation_id: int) -> dict[Side, NerveMetrics]:
+def compute_metrics(engine: Engine, segmentation_id: int) -> dict[Side, tuple[NerveMetrics, float | None]]:
     """Metrics of one stored segmentation: every nerve together (``Side.ALL``) and each leg's nerve.
 
-    The legs come from patient coordinates, or from the series' Laterality tag when
-    the study is unilateral (``sciatic.evaluation.metrics.split_sides``).
+    The nerves go to legs by patient coordinates, or by the series' Laterality tag
+    when the study is unilateral (``sciatic.evaluation.metrics.split_sides``). Every
+    thigh seen in the image (``sciatic.evaluation.anatomy.legs_in_view``) gets a row,
+    an empty one when no nerve was found in it, with how far its nerve lies anterior
+    to the thigh's centre (mm; negative: posterior, as it should be).
     """
     with session_scope(engine) as session:
         segmentation = session.get(Segmentation, segmentation_id)
@@ -42,9 +47,18 @@ def compute_metrics(engine: Engine, segmentation_id: int) -> dict[Side, NerveMet
         mask_file, volume_file, laterality = segmentation.mask_path, series.volume_path, series.laterality or ""
     mask, volume = read_volume(mask_file), read_volume(volume_file)
     check_same_grid(mask.shape, mask.affine, volume.shape, volume.affine)
+    side_tag = laterality if laterality in ("L", "R") else ""
     every = nerve_metrics(mask.data, mask.affine, volume.data)
-    by_side = nerve_metrics_by_side(mask.data, mask.affine, volume.data, laterality if laterality in "LR" else "")
-    return {Side.ALL: every, **by_side}
+    by_side = nerve_metrics_by_side(mask.data, mask.affine, volume.data, side_tag)
+    measured: dict[Side, tuple[NerveMetrics, float | None]] = {Side.ALL: (every, None)}
+    legs = {leg.side: leg for leg in legs_in_view(volume.data, volume.affine, side_tag)}
+    for side in sorted(set(by_side) | set(legs)):
+        metrics = by_side.get(side) or nerve_metrics(np.zeros(mask.shape, dtype=bool), mask.affine)
+        leg = legs.get(side)
+        nerve_y = [s.centroid_ras_mm[1] for s in metrics.slices if s.centroid_ras_mm is not None]
+        offset = float(np.mean(nerve_y)) - leg.centroid_ras_mm[1] if leg is not None and nerve_y else None
+        measured[side] = (metrics, offset)
+    return measured
 
 
 def measure(engine: Engine, segmentation_id: int) -> None:
@@ -58,9 +72,9 @@ def _measure(engine: Engine, segmentation_id: int) -> None:
     with session_scope(engine) as session:
         session.execute(delete(SliceMetric).where(SliceMetric.segmentation_id == segmentation_id))
         session.execute(delete(NerveMetric).where(NerveMetric.segmentation_id == segmentation_id))
-        for side, metrics in measured.items():
-            _add_rows(session, segmentation_id, side, metrics)
-        s = measured[Side.ALL].series
+        for side, (metrics, offset) in measured.items():
+            _add_rows(session, segmentation_id, side, metrics, offset)
+        s = measured[Side.ALL][0].series
         audit.record(
             session,
             STEP,
@@ -80,7 +94,9 @@ def _measure(engine: Engine, segmentation_id: int) -> None:
     )
 
 
-def _add_rows(session: Session, segmentation_id: int, side: Side, metrics: NerveMetrics) -> None:
+def _add_rows(
+    session: Session, segmentation_id: int, side: Side, metrics: NerveMetrics, anterior_offset_mm: float | None
+) -> None:
     for m in metrics.slices:
         if side is not Side.ALL and not m.has_nerve:
             continue  # a leg's rows: only its nerve slices (the ``all`` rows keep every slice)
@@ -114,5 +130,6 @@ def _add_rows(session: Session, segmentation_id: int, side: Side, metrics: Nerve
             n_components_3d=s.n_components_3d,
             max_pieces=s.max_pieces,
             bifurcation_z_mm=s.bifurcation_z_mm,
+            anterior_offset_mm=anterior_offset_mm,
         )
     )

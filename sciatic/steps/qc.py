@@ -24,7 +24,18 @@ from sciatic.db.queries import current_series
 from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
 from sciatic.evaluation.metrics import NerveMetrics, SeriesMetrics, SliceMetrics
-from sciatic.evaluation.qc import MaskComparison, QcVerdict, assess, compare_masks, inter_rater_summary
+from sciatic.evaluation.qc import (
+    LegFacts,
+    MaskComparison,
+    QcFlag,
+    QcVerdict,
+    assess,
+    assess_legs,
+    compare_masks,
+    inter_rater_summary,
+    status_of,
+)
+from sciatic.evaluation.thresholds import QcThresholds
 from sciatic.imaging.volume import pixel_area_mm2, read_mask, slice_normal, slice_spacing_mm
 
 __all__ = ["NotMeasuredError", "inter_rater_agreement", "quality_control", "segmentations_needing_label_qc"]
@@ -41,8 +52,8 @@ class NotMeasuredError(SciaticError):
     """
 
 
-def stored_metrics(engine: Engine, segmentation_id: int) -> NerveMetrics:
-    """The :class:`NerveMetrics` of a segmentation, rebuilt from its metric rows."""
+def stored_metrics(engine: Engine, segmentation_id: int, side: Side = Side.ALL) -> NerveMetrics:
+    """The :class:`NerveMetrics` of a segmentation (the whole mask, or one leg's nerve), rebuilt from its rows."""
     with session_scope(engine) as session:
         segmentation = session.get(Segmentation, segmentation_id)
         if segmentation is None:
@@ -50,12 +61,12 @@ def stored_metrics(engine: Engine, segmentation_id: int) -> NerveMetrics:
         series = session.get(Series, segmentation.series_id)
         assert series is not None
         nerve = session.scalars(
-            select(NerveMetric).where(NerveMetric.segmentation_id == segmentation_id, NerveMetric.side == Side.ALL)
+            select(NerveMetric).where(NerveMetric.segmentation_id == segmentation_id, NerveMetric.side == side)
         ).first()
         rows = list(
             session.scalars(
                 select(SliceMetric)
-                .where(SliceMetric.segmentation_id == segmentation_id, SliceMetric.side == Side.ALL)
+                .where(SliceMetric.segmentation_id == segmentation_id, SliceMetric.side == side)
                 .order_by(SliceMetric.slice_index)
             )
         )
@@ -78,7 +89,8 @@ def stored_metrics(engine: Engine, segmentation_id: int) -> NerveMetrics:
         present = [s.slice_index for s in slices if s.has_nerve]
         first, last = (present[0], present[-1]) if present else (None, None)
         summary = SeriesMetrics(
-            n_slices=len(slices),
+            # a leg's rows cover its nerve slices only: compare with the series' slice count
+            n_slices=len(slices) if side is Side.ALL else series.n_slices or len(slices),
             n_nerve_slices=len(present),
             first_slice=first,
             last_slice=last,
@@ -113,7 +125,7 @@ def quality_control(settings: Settings, engine: Engine, segmentation_id: int) ->
 def _quality_control(settings: Settings, engine: Engine, segmentation_id: int) -> QcStatus:
     metrics = stored_metrics(engine, segmentation_id)
     thresholds = settings.qc_thresholds()
-    verdict = assess(metrics, thresholds)
+    verdict = _with_legs(assess(metrics, thresholds), _legs(engine, segmentation_id), thresholds)
     with session_scope(engine) as session:
         segmentation = session.get(Segmentation, segmentation_id)
         assert segmentation is not None
@@ -171,6 +183,42 @@ def _quality_control(settings: Settings, engine: Engine, segmentation_id: int) -
         ", ".join(f.value for f in verdict.flags) or "(no flags)",
     )
     return verdict.status
+
+
+def _legs(engine: Engine, segmentation_id: int) -> list[LegFacts]:
+    """Each thigh's facts from its rows (an empty row: a thigh in view without a nerve)."""
+    with session_scope(engine) as session:
+        rows = list(
+            session.scalars(
+                select(NerveMetric)
+                .where(NerveMetric.segmentation_id == segmentation_id, NerveMetric.side != Side.ALL)
+                .order_by(NerveMetric.side)
+            )
+        )
+        facts = [(row.side, row.volume_mm3 > 0, row.anterior_offset_mm) for row in rows]
+    return [
+        LegFacts(side.value, stored_metrics(engine, segmentation_id, side) if has_nerve else None, offset)
+        for side, has_nerve, offset in facts
+    ]
+
+
+def _with_legs(whole: QcVerdict, legs: list[LegFacts], thresholds: QcThresholds) -> QcVerdict:
+    """The whole mask's verdict, judged per thigh where the field of view holds two of them.
+
+    An empty mask stays a plain failure. With one thigh its nerve is the whole
+    mask: only the thigh's own flag (a nerve in front of it) is added. With two,
+    the flags that assume a single nerve are taken per thigh instead.
+    """
+    if not legs or QcFlag.EMPTY_MASK in whole.flags:
+        return whole
+    per_leg = assess_legs(legs, thresholds)
+    if len(legs) == 1:
+        added = [f for f in per_leg.findings if f.flag in (QcFlag.NERVE_NOT_POSTERIOR, QcFlag.LEG_WITHOUT_NERVE)]
+        findings = [*whole.findings, *added]
+    else:
+        label = [f for f in whole.findings if f.flag is QcFlag.LABEL_DICE_FAILED]
+        findings = [*per_leg.findings, *label]
+    return QcVerdict(status_of(findings), tuple(findings))
 
 
 def _centroid(row: SliceMetric) -> tuple[float, float, float] | None:
