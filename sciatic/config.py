@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     qc_min_nerve_slice_fraction: float = Field(
         _QC.min_nerve_slice_fraction, ge=0, le=1, description="QC: a nerve on a smaller share of the slices is flagged."
     )
+    qc_max_uncertainty: float = Field(
+        _QC.max_uncertainty, ge=0, le=1, description="QC: a segmentation the network was less sure of is flagged."
+    )
     qc_max_nerve_anterior_mm: float = Field(
         _QC.max_nerve_anterior_mm,
         description="QC: a nerve further anterior (mm) than the centre of its thigh's cross-section is flagged.",
@@ -381,6 +384,7 @@ class Settings(BaseSettings):
             max_volume_mm3=self.qc_max_volume_mm3,
             min_nerve_slice_fraction=self.qc_min_nerve_slice_fraction,
             max_nerve_anterior_mm=self.qc_max_nerve_anterior_mm,
+            max_uncertainty=self.qc_max_uncertainty,
             failure_dice=self.failure_dice,
         )
 

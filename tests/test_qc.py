@@ -433,3 +433,21 @@ def test_legs_in_view_of_one_thigh_follow_its_laterality_tag() -> None:
     (tagged,) = legs_in_view(image, affine, laterality="L")  # a unilateral study names its leg
     assert tagged.side is Side.LEFT
     assert legs_in_view(np.zeros((20, 20, 3)), affine) == ()
+
+
+def test_an_unsure_network_is_reviewed() -> None:
+    from sciatic.evaluation.qc import uncertainty_findings
+    from sciatic.model.infer import uncertainty
+
+    assert uncertainty_findings(0.1) == [] and uncertainty_findings(None) == []
+    (finding,) = uncertainty_findings(0.35)
+    assert finding.flag is QcFlag.HIGH_UNCERTAINTY and "0.35" in finding.detail
+    sure = np.zeros((8, 8, 3), np.float32)
+    sure[2:5, 2:5, :] = 0.99
+    whole, per_slice = uncertainty(sure)
+    assert whole == pytest.approx(0.02) and per_slice == pytest.approx((0.02, 0.02, 0.02))
+    unsure = np.full((8, 8, 3), 0.5, np.float32)
+    unsure[:, :, 2] = 0.0
+    whole, per_slice = uncertainty(unsure)
+    assert whole == pytest.approx(1.0) and per_slice[:2] == pytest.approx((1.0, 1.0)) and per_slice[2] is None
+    assert uncertainty(np.zeros((4, 4, 2), np.float32)) == (1.0, (None, None))  # it saw nothing at all

@@ -191,6 +191,13 @@ NEW_VIEWS: dict[str, str] = {
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("segmentation") as batch:
+        batch.add_column(
+            sa.Column("uncertainty", sa.Float(), nullable=True, comment="the network's doubt, 0 (sure) to 1")
+        )
+        batch.add_column(
+            sa.Column("slice_uncertainty", sa.JSON(), nullable=True, comment="per slice; null where it saw nothing")
+        )
     with op.batch_alter_table("series") as batch:
         batch.add_column(
             sa.Column(
@@ -250,3 +257,6 @@ def downgrade() -> None:
         batch.drop_column("side")
     with op.batch_alter_table("series") as batch:
         batch.drop_column("laterality")
+    with op.batch_alter_table("segmentation") as batch:
+        batch.drop_column("slice_uncertainty")
+        batch.drop_column("uncertainty")

@@ -264,6 +264,8 @@ class Segmentation(Base):
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_version.id"), index=True)
     mask_path: Mapped[str] = mapped_column(PATH)
     mask_sha256: Mapped[str] = mapped_column(SHA256)
+    uncertainty: Mapped[float | None] = mapped_column(Float, comment="the network's doubt, 0 (sure) to 1")
+    slice_uncertainty: Mapped[list[Any] | None] = mapped_column(comment="per slice; null where it saw nothing")
     device: Mapped[str] = mapped_column(String(32))
     batch_size: Mapped[int] = mapped_column(Integer)
     load_seconds: Mapped[float] = mapped_column(Float)

@@ -70,6 +70,7 @@ __all__ = [
     "inter_rater_summary",
     "status_of",
     "surface_distances_mm",
+    "uncertainty_findings",
     "volume_similarity",
 ]
 
@@ -279,6 +280,7 @@ class QcFlag(StrEnum):
     NERVE_TOO_SHORT = "nerve_too_short"  # on too few of the slices: a fragment, or another structure
     LEG_WITHOUT_NERVE = "leg_without_nerve"  # a thigh in the field of view without any nerve found in it
     NERVE_NOT_POSTERIOR = "nerve_not_posterior"  # in front of the thigh's centre: not where the sciatic nerve runs
+    HIGH_UNCERTAINTY = "high_uncertainty"  # the network itself was unsure
     LABEL_DICE_FAILED = "label_dice_failed"
 
 
@@ -467,6 +469,14 @@ def assess_legs(legs: Sequence[LegFacts], thresholds: QcThresholds | None = None
             )
         found.extend(QcFinding(f.flag, f"{leg.side}: {f.detail}") for f in _label_free(leg.metrics, t))
     return QcVerdict(status_of(found), tuple(found))
+
+
+def uncertainty_findings(value: float | None, thresholds: QcThresholds | None = None) -> list[QcFinding]:
+    """A finding when the network's uncertainty of the segmentation is above the threshold."""
+    t = thresholds or QcThresholds()
+    if value is None or value <= t.max_uncertainty:
+        return []
+    return [QcFinding(QcFlag.HIGH_UNCERTAINTY, f"the network's uncertainty {value:.2f} > {t.max_uncertainty:g}")]
 
 
 def status_of(found: Sequence[QcFinding]) -> QcStatus:

@@ -57,6 +57,11 @@ class QcThresholds:
         The sciatic nerve lies in the posterior compartment, behind the femur:
         its centroid lies posterior to the centre of its thigh's
         cross-section. A nerve further forward is in an implausible place.
+    max_uncertainty = 0.2
+        The network's own doubt (``sciatic.model.infer.uncertainty``): on
+        held-out phantoms it stays below 0.16 and ranks with Dice (Spearman
+        -0.91); corrupted images and forced brain series score 0.2 to 1
+        (benchmarks/uncertainty.py, docs/benchmarks.md).
     """
 
     csa_min_mm2: float = 10.0
@@ -69,6 +74,7 @@ class QcThresholds:
     failure_dice: float = FAILURE_DICE
     min_nerve_slice_fraction: float = 0.5
     max_nerve_anterior_mm: float = 0.0
+    max_uncertainty: float = 0.2
 
     def __post_init__(self) -> None:
         if not 0 <= self.csa_min_mm2 < self.csa_max_mm2:

@@ -68,6 +68,8 @@ class SegmentationResult:
     batch_size: int  # the batch size finally used (after any out-of-memory halving)
     load_seconds: float  # loading the model (from the bundle)
     inference_seconds: float  # normalisation, network(s), unmontage / paste, clean-up
+    uncertainty: float = 0.0  # of the whole volume, 0 (sure) to 1 (a coin toss): see uncertainty()
+    slice_uncertainty: tuple[float | None, ...] = ()  # per slice; None where the network saw nothing
 
 
 def load_model(path: str | Path, expected_sha256: str | None, device: str | torch.device = "auto") -> ModelBundle:
@@ -226,6 +228,28 @@ def predict_probabilities(
     return out
 
 
+CANDIDATE_PROBABILITY = 0.1  # voxels the network gives at least this much count towards uncertainty
+
+
+def uncertainty(prob: npt.NDArray[np.float32]) -> tuple[float, tuple[float | None, ...]]:
+    """How unsure the network was about its nerve: per volume and per slice, 0 (sure) to 1.
+
+    Over the candidate voxels (probability >= 0.1), one minus the mean of
+    ``|2p - 1|``: 0 when every candidate is near 0 or 1, 1 when all sit at 0.5.
+    A volume where the network saw nothing at all scores 1 (nothing to go by).
+    Cheap (no second pass); its use as a failure warning is measured against
+    Dice in benchmarks/quality.py.
+    """
+    candidate = prob >= CANDIDATE_PROBABILITY
+    confidence = np.abs(2.0 * prob.astype(np.float64) - 1.0)
+    per_slice: list[float | None] = []
+    for k in range(prob.shape[2]):
+        here = candidate[:, :, k]
+        per_slice.append(float(1.0 - confidence[:, :, k][here].mean()) if here.any() else None)
+    whole = float(1.0 - confidence[candidate].mean()) if candidate.any() else 1.0
+    return whole, tuple(per_slice)
+
+
 def largest_component(mask: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     """The largest 26-connected 3D component of a 0/1 mask (empty stays empty)."""
     labels, count = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), bool))
@@ -265,10 +289,13 @@ def segment_volume(
     mask = (prob > config.threshold).astype(np.uint8)
     if keep_largest_component:
         mask = largest_component(mask)
+    whole, per_slice = uncertainty(prob)
     return SegmentationResult(
         mask=mask,
         device=str(target),
         batch_size=runner.batch_size,
         load_seconds=model_bundle.load_seconds,
         inference_seconds=time.perf_counter() - start,
+        uncertainty=whole,
+        slice_uncertainty=per_slice,
     )

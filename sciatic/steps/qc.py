@@ -34,6 +34,7 @@ from sciatic.evaluation.qc import (
     compare_masks,
     inter_rater_summary,
     status_of,
+    uncertainty_findings,
 )
 from sciatic.evaluation.thresholds import QcThresholds
 from sciatic.imaging.volume import pixel_area_mm2, read_mask, slice_normal, slice_spacing_mm
@@ -126,6 +127,12 @@ def _quality_control(settings: Settings, engine: Engine, segmentation_id: int) -
     metrics = stored_metrics(engine, segmentation_id)
     thresholds = settings.qc_thresholds()
     verdict = _with_legs(assess(metrics, thresholds), _legs(engine, segmentation_id), thresholds)
+    with session_scope(engine) as session:
+        segmentation = session.get(Segmentation, segmentation_id)
+        doubt = segmentation.uncertainty if segmentation is not None else None
+    if QcFlag.EMPTY_MASK not in verdict.flags:
+        findings = (*verdict.findings, *uncertainty_findings(doubt, thresholds))
+        verdict = QcVerdict(status_of(findings), findings)
     with session_scope(engine) as session:
         segmentation = session.get(Segmentation, segmentation_id)
         assert segmentation is not None

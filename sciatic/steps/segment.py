@@ -106,6 +106,7 @@ def _segment(settings: Settings, engine: Engine, series_id: int, model_id: int, 
                 session.execute(delete(table).where(table.segmentation_id == row.id))
         row.mask_path, row.mask_sha256 = str(target), mask_sha
         row.device, row.batch_size = result.device, result.batch_size
+        row.uncertainty, row.slice_uncertainty = result.uncertainty, list(result.slice_uncertainty)
         row.load_seconds, row.inference_seconds, row.total_seconds = (
             result.load_seconds,
             result.inference_seconds,
