@@ -116,11 +116,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
+    if args.version == 2:
+        return _phantom_v2(args)
     from sciatic.phantom import PhantomOptions, generate
 
+    matrix, slices = args.matrix or "256x256", args.slices or "40"
     options = PhantomOptions(
-        matrix=None if args.matrix == "random" else _matrix(args.matrix),
-        slices=None if args.slices == "random" else int(args.slices),
+        matrix=None if matrix == "random" else _matrix(matrix),
+        slices=None if slices == "random" else int(slices),
         patient_fraction=args.patient_fraction,
         hard_fraction=args.hard_fraction,
     )
@@ -129,6 +132,33 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(cohorts)} studies to {args.output} ({cohorts.count('patient')} patients, "
         f"{cohorts.count('control')} controls); manifest {args.output}/manifest.json"
+        + (f"; labels in {args.labels}" if args.labels else "")
+    )
+    return 0
+
+
+def _phantom_v2(args: argparse.Namespace) -> int:
+    from sciatic.phantom.v2 import PhantomV2Options, generate_v2
+
+    if args.matrix is not None:
+        raise SystemExit("sciatic phantom: --matrix applies to --version 1 only (v2 fits the field of view)")
+    fractions = {
+        name: value
+        for name in ("bilateral_fraction", "bifurcation_fraction", "fat_sat_fraction", "three_d_fraction")
+        if (value := getattr(args, name)) is not None
+    }
+    options = PhantomV2Options(
+        slices=None if args.slices in (None, "random") else int(args.slices),
+        patient_fraction=args.patient_fraction,
+        **fractions,
+    )
+    manifest = generate_v2(args.output, args.subjects, args.seed, labels_dir=args.labels, options=options)
+    subjects = manifest.subjects
+    print(
+        f"wrote {len(subjects)} v2 studies to {args.output} "
+        f"({sum(s.cohort == 'patient' for s in subjects)} patients, "
+        f"{sum(s.field_of_view == 'bilateral' for s in subjects)} bilateral, "
+        f"{sum(s.bifurcation for s in subjects)} with the bifurcation in view); manifest {args.output}/manifest.json"
         + (f"; labels in {args.labels}" if args.labels else "")
     )
     return 0
@@ -420,10 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", type=int, default=4)
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
     p.add_argument("--labels", help="folder for the ground-truth masks, <SeriesInstanceUID>.nii.gz")
-    p.add_argument("--matrix", default="256x256", help="ROWSxCOLUMNS, or `random` (default 256x256)")
-    p.add_argument("--slices", default="40", help="slice count, or `random` (36-44)")
+    p.add_argument("--version", type=int, choices=(1, 2), default=1, help="generator: 1 (default) or 2 (realistic)")
+    p.add_argument("--matrix", help="v1: ROWSxCOLUMNS, or `random` (default 256x256)")
+    p.add_argument("--slices", help="PD slice count, or `random` (v1: default 40, random 36-44; v2: default random)")
     p.add_argument("--patient-fraction", type=float, default=0.5, help="share of CMT1A-like patients")
-    p.add_argument("--hard-fraction", type=float, default=0.2, help="share of deliberately hard cases")
+    p.add_argument("--hard-fraction", type=float, default=0.2, help="v1: share of deliberately hard cases")
+    p.add_argument("--bilateral-fraction", type=float, help="v2: share with both thighs in view (0.5)")
+    p.add_argument("--bifurcation-fraction", type=float, help="v2: share whose nerve splits in view (0.5)")
+    p.add_argument("--fat-sat-fraction", type=float, help="v2: share of fat-suppressed PD series (0.25)")
+    p.add_argument("--three-d-fraction", type=float, help="v2: share of 3D PD series (0.25)")
     p.set_defaults(handler=_cmd_phantom)
 
     p = commands.add_parser("montage", help="picture of a volume as the seed's 5-slice montages (PNG)")

@@ -186,8 +186,8 @@ def test_both_legs_are_measured_each_on_its_side() -> None:
 
     mask = np.zeros((200, 100, 10), dtype=bool)
     for k in range(10):
-        _disc(mask, k, x_mm=-70.0)  # RAS -x: the patient's right leg
-        _disc(mask, k, x_mm=+70.0, r=6.0)  # the left leg, a larger (CMT1A-like) nerve
+        _disc(mask, k, x_mm=+70.0)  # RAS +x: the patient's right leg
+        _disc(mask, k, x_mm=-70.0, r=6.0)  # the left leg, a larger (CMT1A-like) nerve
     sides = nerve_metrics_by_side(mask, SIDE_AFFINE)
     assert list(sides) == [Side.LEFT, Side.RIGHT]
     left, right = sides[Side.LEFT].series, sides[Side.RIGHT].series
@@ -216,7 +216,7 @@ def test_the_bifurcation_is_kept_and_located() -> None:
     assert side.slices[0].n_components == 2 and side.slices[0].area_mm2 == pytest.approx(
         mask[:, :, 0].sum()  # both branches counted in the CSA
     )
-    assert list(nerve_metrics_by_side(mask, SIDE_AFFINE)) == [Side.LEFT]
+    assert list(nerve_metrics_by_side(mask, SIDE_AFFINE)) == [Side.RIGHT]  # RAS +x: the right leg
 
 
 @pytest.mark.parametrize(

@@ -381,7 +381,7 @@ def _two_thighs(nerves: dict[str, float]) -> tuple[NDArray[np.float32], NDArray[
     i, j = np.mgrid[0:400, 0:200]
     image = np.zeros((400, 200, 12), np.float32)
     mask = np.zeros((400, 200, 12), np.uint8)
-    for side, x in (("right", -90.0), ("left", 90.0)):
+    for side, x in (("right", 90.0), ("left", -90.0)):  # RAS +x is the patient's right
         thigh = (i - 200 - x) ** 2 + (j - 100) ** 2 <= 70**2
         image[thigh] = 400.0
         if side in nerves:
@@ -427,9 +427,9 @@ def test_legs_in_view_of_one_thigh_follow_its_laterality_tag() -> None:
     from sciatic.evaluation.anatomy import legs_in_view
 
     image, _, affine = _two_thighs({})
-    image[200:, :, :] = 0  # only the right thigh (RAS -x) is left
+    image[:200, :, :] = 0  # only the right thigh (RAS +x) is left
     (leg,) = legs_in_view(image, affine)
-    assert leg.side is Side.RIGHT and leg.centroid_ras_mm[0] == pytest.approx(-90.0, abs=1.0)
+    assert leg.side is Side.RIGHT and leg.centroid_ras_mm[0] == pytest.approx(90.0, abs=1.0)
     (tagged,) = legs_in_view(image, affine, laterality="L")  # a unilateral study names its leg
     assert tagged.side is Side.LEFT
     assert legs_in_view(np.zeros((20, 20, 3)), affine) == ()

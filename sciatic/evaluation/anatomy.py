@@ -3,7 +3,7 @@
 Pure functions on a volume and its affine. A leg is a large connected region of
 signal (Otsu threshold of the slab's mean image, holes filled): one region per
 thigh in the field of view. Sides follow the convention of
-``sciatic.evaluation.metrics.split_sides`` (RAS ``+x`` is the patient's left;
+``sciatic.evaluation.metrics.split_sides`` (RAS ``+x`` is the patient's right;
 the midline is ``x = 0``, or the Laterality tag of a unilateral study).
 """
 
@@ -67,7 +67,7 @@ def legs_in_view(volume: ArrayLike, affine: ArrayLike, laterality: str = "") -> 
     for region in regions:
         ci, cj = ndimage.center_of_mass(body, labels, region)
         centre = a[:3, :3] @ np.array([ci, cj, middle]) + a[:3, 3]
-        side = forced if forced is not None and len(regions) == 1 else Side.LEFT if centre[0] > 0 else Side.RIGHT
+        side = forced if forced is not None and len(regions) == 1 else Side.RIGHT if centre[0] > 0 else Side.LEFT
         legs.append(
             Leg(side, (float(centre[0]), float(centre[1]), float(centre[2])), float(sizes[region - 1] / body.size))
         )

@@ -280,7 +280,7 @@ def bifurcation_z_mm(slices: Sequence[SliceMetrics], min_split_slices: int = 2) 
 def split_sides(mask: ArrayLike, affine: ArrayLike, laterality: str = "") -> dict[Side, BoolArray]:
     """The mask's nerves by leg: each 26-connected 3D piece goes to the patient's left or right.
 
-    RAS: ``+x`` is the patient's left. A piece goes by the side of its centroid
+    RAS: ``+x`` is the patient's right (DICOM LPS ``+x`` is the left). A piece goes by the side of its centroid
     relative to the midline ``x = 0`` (the scanner's isocentre, on the patient's
     midline when both thighs are in the field of view). A unilateral study's
     ``laterality`` (the Laterality tag: ``L`` or ``R``) puts every piece on that
@@ -295,7 +295,7 @@ def split_sides(mask: ArrayLike, affine: ArrayLike, laterality: str = "") -> dic
     sides: dict[Side, BoolArray] = {}
     for index, centre in enumerate(ndimage.center_of_mass(m, labels, range(1, count + 1)), start=1):
         x = float(a[0, :3] @ np.asarray(centre) + a[0, 3])
-        side = Side.LEFT if x > 0 else Side.RIGHT
+        side = Side.RIGHT if x > 0 else Side.LEFT
         sides[side] = sides.get(side, np.zeros_like(m)) | (labels == index)
     return dict(sorted(sides.items()))
 
