@@ -429,3 +429,32 @@ def test_preview_outlines_the_truth(study: tuple[Path, Path, ManifestV2], tmp_pa
     plain, outlined = picture[:, :half], picture[:, half + 8 :]
     red = (outlined[:, :, 0] > 0.9) & (outlined[:, :, 1] < 0.3)
     assert red.sum() > 20 and not ((plain[:, :, 0] > 0.9) & (plain[:, :, 1] < 0.3)).any()
+
+
+def test_the_pipeline_sides_and_legs_agree_with_the_phantom(
+    study: tuple[Path, Path, ManifestV2], tmp_path: Path
+) -> None:
+    """split_sides, the per-leg metrics and legs_in_view name each thigh as the phantom drew it."""
+    from sciatic.evaluation.anatomy import legs_in_view
+    from sciatic.evaluation.metrics import nerve_metrics_by_side
+
+    dicom_dir, labels_dir, manifest = study
+    names = {"R": "right", "L": "left"}
+    for s in manifest.subjects:
+        report = convert_directory(dicom_dir / s.dicom_dir, tmp_path / s.patient_id)
+        (pd,) = [o for o in report.series if o.series_instance_uid == s.series_instance_uid]
+        assert pd.output is not None
+        volume = read_volume(pd.output)
+        truth = read_volume(labels_dir / f"{s.series_instance_uid}.nii.gz")
+        tag = s.laterality if s.field_of_view == "unilateral" else ""
+        by_side = nerve_metrics_by_side(truth.data, truth.affine, volume.data, tag)
+        assert {side.value for side in by_side} == {names[side.side] for side in s.sides}, s.patient_id
+        for side in s.sides:
+            measured = by_side[next(k for k in by_side if k.value == names[side.side])].series
+            assert measured.csa_mean_mm2 == pytest.approx(side.mask_csa_mm2, rel=0.02)
+            assert (measured.bifurcation_z_mm is not None) == (side.bifurcation_z_mm is not None)
+        legs = legs_in_view(volume.data, volume.affine, tag)
+        assert {leg.side.value for leg in legs} == {names[side.side] for side in s.sides}, s.patient_id
+        for leg in legs:  # each nerve lies behind the centre of its thigh
+            (side,) = [x for x in s.sides if names[x.side] == leg.side.value]
+            assert side.centroid_ras_mm[1] < leg.centroid_ras_mm[1]
