@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/quality.py
+	$(BIN)/python benchmarks/throughput.py
 
 # A local Airflow (api-server, scheduler, dag-processor, Celery workers for `default` and `gpu`)
 # on this machine's PostgreSQL and Redis, to watch the DAGs in the UI (docs/airflow.md).

@@ -40,8 +40,10 @@ GPU_POOL = airflow_setup.GPU_POOL
 # maps at most this many series and the next run takes the rest.
 MAX_MAPPED = 1000
 
-# SCIATIC_SEGMENT_SCHEDULE (environment or config file), read when the file is parsed.
+# SCIATIC_SEGMENT_SCHEDULE and SCIATIC_INGEST_INTERVAL_SECONDS (environment or config file),
+# read when the file is parsed.
 SEGMENT_SCHEDULE = get_settings().segment_schedule
+INGEST_INTERVAL = dt.timedelta(seconds=get_settings().ingest_interval_seconds)
 RETRAIN_SCHEDULE = "0 3 * * 0"  # Sunday 03:00, after the nightly segmentation
 
 

@@ -1,9 +1,9 @@
 """
 ### sciatic_ingest
 
-Every 5 minutes: one ingest pass over the drop folder (`sciatic.pipeline.ingest`):
-index new DICOM files, quarantine bad ones with a reason, convert quiet series to
-NIfTI volumes. When the pass converted at least one series, the `sciatic://volumes`
+Every `SCIATIC_INGEST_INTERVAL_SECONDS` (default 300 s, 5 minutes): one ingest pass over
+the drop folder (`sciatic.pipeline.ingest`): index new DICOM files, quarantine bad ones
+with a reason, convert quiet series to NIfTI volumes. When the pass converted at least one series, the `sciatic://volumes`
 Asset is updated (its extra lists the new series ids), which starts `sciatic_segment`.
 A pass that found nothing new ends at `new_volumes` (short-circuit) and emits nothing.
 """
@@ -14,14 +14,14 @@ import datetime as dt
 import logging
 
 from airflow.sdk import dag, get_current_context, task
-from sciatic_common import DEFAULT_ARGS, START_DATE, TAGS, VOLUMES, airflow_run_id
+from sciatic_common import DEFAULT_ARGS, INGEST_INTERVAL, START_DATE, TAGS, VOLUMES, airflow_run_id
 
 log = logging.getLogger(__name__)
 
 
 @dag(
     dag_id="sciatic_ingest",
-    schedule=dt.timedelta(minutes=5),
+    schedule=INGEST_INTERVAL,
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

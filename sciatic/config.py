@@ -284,6 +284,12 @@ class Settings(BaseSettings):
         1, ge=1, description="Slots of the Airflow pool `gpu`: model tasks that may run at once (one per GPU)."
     )
     segment_schedule: str = Field("0 1 * * *", description="Cron schedule of the nightly segmentation DAG.")
+    ingest_interval_seconds: int = Field(
+        300,
+        ge=5,
+        description="Seconds between two runs of the ingest DAG (a pass over the drop folder). A new series waits "
+        "up to this long to be indexed, and again after its quiet period to be converted.",
+    )
 
     @classmethod
     def settings_customise_sources(
