@@ -795,7 +795,12 @@ def report_rounds(rounds: list[Round]) -> float:
     return ratio
 
 
-def report_tasks(title: str, windows: list[tuple[list[TaskRow], float, float]], since: str) -> list[TaskSummary]:
+def report_tasks(
+    title: str,
+    windows: list[tuple[list[TaskRow], float, float]],
+    since: str,
+    idle_because: str = "scheduling, queueing, task start",
+) -> list[TaskSummary]:
     """Per task: instances, durations, queue waits; and how long no task ran in the windows."""
     summaries = summarize_tasks([row for rows, _, _ in windows for row in rows])
     print(f"\n{title}")
@@ -820,7 +825,7 @@ def report_tasks(title: str, windows: list[tuple[list[TaskRow], float, float]], 
     waits = [r.start - r.queued for rows, _, _ in windows for r in rows if r.start is not None and r.queued is not None]
     print(
         f"of the {window:.1f} s from {since} to the QC row, a sciatic task was running {busy:.1f} s; "
-        f"{window - busy:.1f} s ({(window - busy) / window:.0%}) no task was (scheduling, queueing, task start); "
+        f"{window - busy:.1f} s ({(window - busy) / window:.0%}) no task was ({idle_because}); "
         f"{sum(w > 2 for w in waits)} of {len(waits)} task starts waited more than 2 s after being queued"
     )
     return summaries
@@ -857,6 +862,7 @@ def report_latency(result: LatencyResult, interval: str) -> bool:
         "Airflow task instances from the last file written to the QC row (task_instance)",
         [(result.task_instances, result.written_at, result.qc_at)],
         "the last file written",
+        "waiting for the next ingest run, scheduling, queueing, task start",
     )
     idle = result.idle_runs
     print(
