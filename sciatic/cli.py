@@ -120,12 +120,17 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         return _phantom_v2(args)
     from sciatic.phantom import PhantomOptions, generate
 
+    if any(getattr(args, name) is not None for name in V2_ONLY):
+        raise SystemExit(
+            f"sciatic phantom: --{'/--'.join(n.replace('_', '-') for n in V2_ONLY)} apply to --version 2 only"
+        )
+
     matrix, slices = args.matrix or "256x256", args.slices or "40"
     options = PhantomOptions(
         matrix=None if matrix == "random" else _matrix(matrix),
         slices=None if slices == "random" else int(slices),
         patient_fraction=args.patient_fraction,
-        hard_fraction=args.hard_fraction,
+        hard_fraction=0.2 if args.hard_fraction is None else args.hard_fraction,
     )
     manifest = generate(args.output, args.subjects, args.seed, labels_dir=args.labels, options=options)
     cohorts = [s.cohort for s in manifest.subjects]
@@ -137,16 +142,17 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+V2_ONLY = ("bilateral_fraction", "bifurcation_fraction", "fat_sat_fraction", "three_d_fraction")
+
+
 def _phantom_v2(args: argparse.Namespace) -> int:
     from sciatic.phantom.v2 import PhantomV2Options, generate_v2
 
     if args.matrix is not None:
         raise SystemExit("sciatic phantom: --matrix applies to --version 1 only (v2 fits the field of view)")
-    fractions = {
-        name: value
-        for name in ("bilateral_fraction", "bifurcation_fraction", "fat_sat_fraction", "three_d_fraction")
-        if (value := getattr(args, name)) is not None
-    }
+    if args.hard_fraction is not None:
+        raise SystemExit("sciatic phantom: --hard-fraction applies to --version 1 only")
+    fractions = {name: value for name in V2_ONLY if (value := getattr(args, name)) is not None}
     options = PhantomV2Options(
         slices=None if args.slices in (None, "random") else int(args.slices),
         patient_fraction=args.patient_fraction,
@@ -291,12 +297,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     if summary.cases:
         print(summary.table())
-    for series_id, description, why in summary.not_segmented:
-        print(f"series {series_id} ({description}) not segmented: {why}")
-    for series_id, error in summary.failed_series:
-        print(f"series {series_id} FAILED: {error}")
-    for segmentation_id, error in summary.not_queued:
-        print(f"segmentation {segmentation_id}: results NOT queued for the PACS: {error}")
+    for line in summary.problems():
+        print(line)
     settings = get_settings()
     print(
         f"labels imported: {summary.labels_imported}\n{summary.outbox_line()}\n"
@@ -450,11 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subjects", type=int, default=4)
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
     p.add_argument("--labels", help="folder for the ground-truth masks, <SeriesInstanceUID>.nii.gz")
-    p.add_argument("--version", type=int, choices=(1, 2), default=1, help="generator: 1 (default) or 2 (realistic)")
+    p.add_argument(
+        "--version", type=int, choices=(1, 2), default=2, help="generator: 2 (realistic, the default) or 1 (simple)"
+    )
     p.add_argument("--matrix", help="v1: ROWSxCOLUMNS, or `random` (default 256x256)")
     p.add_argument("--slices", help="PD slice count, or `random` (v1: default 40, random 36-44; v2: default random)")
     p.add_argument("--patient-fraction", type=float, default=0.5, help="share of CMT1A-like patients")
-    p.add_argument("--hard-fraction", type=float, default=0.2, help="v1: share of deliberately hard cases")
+    p.add_argument("--hard-fraction", type=float, help="v1: share of deliberately hard cases (0.2)")
     p.add_argument("--bilateral-fraction", type=float, help="v2: share with both thighs in view (0.5)")
     p.add_argument("--bifurcation-fraction", type=float, help="v2: share whose nerve splits in view (0.5)")
     p.add_argument("--fat-sat-fraction", type=float, help="v2: share of fat-suppressed PD series (0.25)")

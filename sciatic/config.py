@@ -141,8 +141,12 @@ class Settings(BaseSettings):
     eligibility_exclude: str = Field(
         "", description="Eligibility: SeriesInstanceUIDs (comma-separated) never segmented."
     )
-    keep_largest_component: bool = Field(
-        True, description="Keep only the largest 3D connected component of a predicted mask."
+    drop_stray_components: bool = Field(
+        True,
+        description=(
+            "Drop stray specks from a predicted mask: 3D components under a tenth of the largest. "
+            "Every substantial one stays (both legs, both branches)."
+        ),
     )
     failure_dice: float = Field(
         _QC.failure_dice,

@@ -23,6 +23,9 @@ DEMO_SEED = 2026
 
 def prepare(directory: Path) -> Path:
     """A fresh demo folder (only a previous demo folder is ever deleted); returns its data directory."""
+    from sciatic.db.session import forget_engines
+
+    forget_engines()  # no connection may outlive the database file it was opened on
     if directory.exists():
         if not (directory / MARKER).exists() and any(directory.iterdir()):
             raise SystemExit(f"{directory} exists and is not a sciatic demo folder: choose another --dir")
@@ -51,7 +54,7 @@ def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) ->
     from sciatic.db.session import default_engine
     from sciatic.layout import DataLayout
     from sciatic.nightly import run_nightly
-    from sciatic.phantom import PhantomOptions, generate
+    from sciatic.phantom import generate_v2
     from sciatic.steps.models import add_model
     from sciatic.steps.report import overlay_png, write_html_report
 
@@ -59,9 +62,13 @@ def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) ->
     layout = DataLayout.of(settings)
     if not model.is_file():
         raise SystemExit(f"model {model} not found (`make model` rebuilds the shipped phantom model)")
-    print(f"1. {subjects} synthetic thigh studies (seed {DEMO_SEED}) with ground-truth labels")
+    print(
+        f"1. {subjects} synthetic thigh studies (seed {DEMO_SEED}, phantom v2: one or both thighs, the "
+        "bifurcation, fatty infiltration, fat-sat; a localizer and a T1 coronal beside each PD axial) "
+        "with ground-truth labels"
+    )
     incoming = directory / "incoming"
-    manifest = generate(incoming, subjects, DEMO_SEED, labels_dir=layout.labels, options=PhantomOptions(matrix=None))
+    manifest = generate_v2(incoming, subjects, DEMO_SEED, labels_dir=layout.labels)
     for record in manifest.subjects:  # the study folders arrive in the drop folder, as from a scanner
         shutil.move(str(incoming / record.dicom_dir), layout.drop / record.dicom_dir)
     print(f"2. database {settings.effective_database_url}")
@@ -73,6 +80,8 @@ def run_demo(directory: Path, subjects: int = 6, model: Path = SHIPPED_MODEL) ->
     summary = run_nightly(run_id="demo")
     print(f"   ingest: {summary.ingest}")
     print(summary.table())
+    for line in summary.problems():
+        print(f"   {line}")
     results = layout.results
     for case in summary.cases:
         overlay_png(engine, case.info.segmentation_id, layout.overlay(case.info.segmentation_id))

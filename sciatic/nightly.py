@@ -41,6 +41,13 @@ class NightlySummary:
         counts = ", ".join(f"{self.outbox.get(s, 0)} {s}" for s in ("pending", "sent", "failed"))
         return f"PACS outbox: {self.queued} queued by this run; {counts}"
 
+    def problems(self) -> list[str]:
+        """One line per series not segmented (and why), per failure, per result not queued."""
+        lines = [f"series {sid} ({description}) not segmented: {why}" for sid, description, why in self.not_segmented]
+        lines += [f"series {sid} FAILED: {error}" for sid, error in self.failed_series]
+        lines += [f"segmentation {sid}: results NOT queued for the PACS: {error}" for sid, error in self.not_queued]
+        return lines
+
     def table(self) -> str:
         header = ("seg", "subject", "cohort", "series", "slices", "QC", "volume mm³", "median CSA mm²", "Dice")
         rows = [

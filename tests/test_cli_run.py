@@ -40,7 +40,9 @@ def test_run_segments_measures_and_summarises(
 
     assert main(["run"]) == 0
     out = capsys.readouterr().out
-    assert "converted 2 series" in out and "no production model" in out and "labels imported: 2" in out
+    # two v2 studies: a localizer (refused: three planes), a T1 coronal (not segmented) and the PD axial each
+    assert "converted 4 series" in out and "refused 2" in out and "no production model" in out
+    assert "labels imported: 2" in out and out.count("(T1 TSE COR THIGH) not segmented") == 2
 
     register_tiny_model()
     assert main(["models", "list"]) == 0

@@ -19,7 +19,9 @@ def test_demo_runs_the_whole_job(tmp_path: Path, capsys: pytest.CaptureFixture[s
     folder = tmp_path / "demo"
     assert main(["demo", "--dir", str(folder), "--subjects", "2", "--model", str(model)]) == 0
     out = capsys.readouterr().out
-    assert "converted 2 series" in out and "report (open in a browser)" in out
+    # each study: a 3-plane localizer (refused), a T1 coronal (converted, not segmented) and the PD axial
+    assert "converted 4 series" in out and "refused 2" in out and "report (open in a browser)" in out
+    assert out.count("(T1 TSE COR THIGH) not segmented: slices") == out.count("off axial (mostly coronal)") == 2
     data = folder / "data"
     assert (data / "results" / "report.html").stat().st_size > 10_000
     assert len(list((data / "results" / "overlays").glob("*.png"))) == 2

@@ -13,8 +13,8 @@ from sciatic.model.configs import CASCADE, SEED, ModelConfig
 from sciatic.model.infer import (
     BatchRunner,
     ModelBundle,
-    largest_component,
-    locate,
+    crop_centres,
+    drop_stray_components,
     predict_probabilities,
     resolve_device,
     segment_volume,
@@ -53,26 +53,52 @@ def test_auto_device_is_cpu_without_cuda() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
 
 
-def test_largest_component_keeps_the_biggest_3d_blob() -> None:
-    mask = np.zeros((10, 10, 4), np.uint8)
-    mask[1:4, 1:4, :] = 1  # 36 voxels
-    mask[7:9, 7:9, 1] = 1  # 4 voxels
-    mask[5, 5, 3] = 1
-    out = largest_component(mask)
-    assert out.sum() == 36 and out[1, 1, 0] == 1 and out[7, 7, 1] == 0
-    assert largest_component(np.zeros((3, 3, 3))).sum() == 0
+def test_stray_specks_go_and_every_substantial_component_stays() -> None:
+    mask = np.zeros((20, 10, 4), np.uint8)
+    mask[1:4, 1:4, :] = 1  # 36 voxels: one leg's nerve
+    mask[12:14, 1:4, :] = 1  # 24 voxels: the other leg's (or a branch), two thirds of the first
+    mask[7, 7, 1] = 1  # one voxel: a speck
+    out = drop_stray_components(mask)
+    assert out.sum() == 60 and out[1, 1, 0] == 1 and out[12, 1, 0] == 1 and out[7, 7, 1] == 0
+    assert drop_stray_components(np.zeros((3, 3, 3))).sum() == 0
 
 
-def test_locate_interpolates_missing_slices_and_ignores_small_blobs() -> None:
+def _centres_by_slice(centres: np.ndarray) -> dict[int, list[tuple[int, int]]]:
+    out: dict[int, list[tuple[int, int]]] = {}
+    for k, cx, cy in centres.tolist():
+        out.setdefault(k, []).append((cx, cy))
+    return out
+
+
+def test_crop_centres_interpolate_missing_slices_and_ignore_small_blobs() -> None:
     prob = np.zeros((5, 10, 12), np.float32)
     for k in (0, 1, 3, 4):
         prob[k, 2 + k, 3:5] = 0.9  # the nerve, drifting in X
     prob[2, 8, 10] = 0.6  # a lone false positive on the slice where the nerve is missed
-    centres = locate(prob, 0.5, 4, (40, 48))
+    centres = crop_centres(prob, 0.5, 4, (40, 48), crop_size=16)
+    assert centres[:, 0].tolist() == [0, 1, 2, 3, 4]  # one crop per slice
     expected_x = (np.array([2, 3, 4, 5, 6]) + 0.5) * 4 - 0.5
-    np.testing.assert_array_equal(centres[:, 0], np.rint(expected_x))
-    assert (centres[:, 1] == 16).all()  # mean Y 3.5 -> (3.5 + 0.5) * 4 - 0.5 = 15.5, rounded to even
-    assert locate(np.zeros((2, 4, 4), np.float32), 0.5, 2, (8, 8)).tolist() == [[4, 4], [4, 4]]
+    np.testing.assert_array_equal(centres[:, 1], np.rint(expected_x))
+    assert (centres[:, 2] == 16).all()  # mean Y 3.5 -> (3.5 + 0.5) * 4 - 0.5 = 15.5, rounded to even
+    nothing = crop_centres(np.zeros((2, 4, 4), np.float32), 0.5, 2, (8, 8), crop_size=4)
+    assert nothing.tolist() == [[0, 4, 4], [1, 4, 4]]
+
+
+def test_crop_centres_follow_both_legs_and_far_apart_branches() -> None:
+    prob = np.zeros((6, 40, 20), np.float32)
+    prob[:3, 5:7, 5:7] = 0.9  # the right leg's nerve
+    prob[3, 5:10, 5:13] = 0.9  # where it splits
+    prob[4:, 3:5, 4:6] = 0.9  # below the split: one branch medial ...
+    prob[4:, 9:11, 12:14] = 0.9  # ... and one lateral, far from the region's centroid
+    prob[:, 30:32, 5:7] = 0.8  # the left leg's nerve, a separate region
+    by_slice = _centres_by_slice(crop_centres(prob, 0.5, 4, (160, 80), crop_size=16))
+    assert sorted(by_slice) == list(range(6))
+    for k in range(4):
+        assert len(by_slice[k]) == 2  # one crop per leg
+    for k in (4, 5):
+        # the left leg, the right leg's centre and each of its branches
+        assert len(by_slice[k]) == 4 and sum(cx > 100 for cx, _ in by_slice[k]) == 1
+        assert (16, 20) in by_slice[k] and (40, 52) in by_slice[k]  # (3.5, 4.5) and (9.5, 12.5), coarse
 
 
 class FakeOOM(nn.Module):

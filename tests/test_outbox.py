@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -223,9 +224,7 @@ def test_sciatic_run_queues_sends_and_counts(
     assert main(["phantom", "-o", str(tmp_path / "ph"), "--subjects", "1", "--seed", "3", "--slices", "12"]) == 0
     for subject in (tmp_path / "ph").iterdir():
         if subject.is_dir():
-            (get_settings().drop_dir / subject.name).mkdir()
-            for file in subject.iterdir():
-                (get_settings().drop_dir / subject.name / file.name).write_bytes(file.read_bytes())
+            shutil.copytree(subject, get_settings().drop_dir / subject.name)
     register_tiny_model()
     assert main(["run"]) == 0
     out = capsys.readouterr().out

@@ -406,15 +406,20 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     assert other.subjects[0].series_instance_uid != runs[0].subjects[0].series_instance_uid
 
 
-def test_v1_stays_the_default_and_unchanged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The CLI writes v1 unless asked for v2; v1 output is what the v1 generator writes."""
-    assert main(["phantom", "-o", str(tmp_path / "cli1"), "--subjects", "1", "--seed", "2", "--slices", "6"]) == 0
-    direct = generate(tmp_path / "direct", 1, 2, options=PhantomOptions(slices=6))
-    assert Manifest.read(tmp_path / "cli1") == direct
-    assert main(["phantom", "-o", str(tmp_path / "cli2"), "--version", "2", "--subjects", "1", "--slices", "10"]) == 0
+def test_v2_is_the_default_and_v1_stays_available(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI writes v2 unless asked for v1; v1 output is what the v1 generator writes."""
+    assert main(["phantom", "-o", str(tmp_path / "cli2"), "--subjects", "1", "--slices", "10"]) == 0
     assert "v2 studies" in capsys.readouterr().out
     (subject,) = ManifestV2.read(tmp_path / "cli2").subjects
     assert subject.slices == 10 and len(subject.series) == 3
+    v1 = ["phantom", "-o", str(tmp_path / "cli1"), "--version", "1", "--subjects", "1", "--seed", "2", "--slices", "6"]
+    assert main(v1) == 0
+    direct = generate(tmp_path / "direct", 1, 2, options=PhantomOptions(slices=6))
+    assert Manifest.read(tmp_path / "cli1") == direct
+    with pytest.raises(SystemExit, match="--version 2 only"):
+        main([*v1, "--bilateral-fraction", "1"])
+    with pytest.raises(SystemExit, match="--version 1 only"):
+        main(["phantom", "-o", str(tmp_path / "cli3"), "--hard-fraction", "0.5"])
 
 
 def test_preview_outlines_the_truth(study: tuple[Path, Path, ManifestV2], tmp_path: Path) -> None:
@@ -458,3 +463,17 @@ def test_the_pipeline_sides_and_legs_agree_with_the_phantom(
         for leg in legs:  # each nerve lies behind the centre of its thigh
             (side,) = [x for x in s.sides if names[x.side] == leg.side.value]
             assert side.centroid_ras_mm[1] < leg.centroid_ras_mm[1]
+
+
+def test_one_uid_never_names_two_different_subjects(tmp_path: Path) -> None:
+    """The same seed with another subject count draws other plans; those subjects get other UIDs."""
+    options = PhantomV2Options(slices=6, other_series=False)
+    one = generate_v2(tmp_path / "one", 1, 2026, options=options).subjects
+    two = generate_v2(tmp_path / "two", 2, 2026, options=options).subjects
+    again = generate_v2(tmp_path / "again", 2, 2026, options=options).subjects
+    assert [s.series_instance_uid for s in two] == [s.series_instance_uid for s in again]
+    uids = {s.series_instance_uid: s for s in two}
+    for subject in one:
+        same = uids.get(subject.series_instance_uid)
+        assert same is None or same == subject
+    assert one[0] != two[0]  # this seed draws subject 0 differently in the two runs (hence other UIDs)

@@ -300,9 +300,20 @@ def test_empty_mask_fails_with_only_that_flag() -> None:
 
 def test_multiple_components_review() -> None:
     m = tube(SHAPE, 6.5, range(2, 14))
-    m[2:8, 2:8, 6] = 1  # a stray island in one slice
+    m[2:8, 2:8, 6] = 1  # a stray island in one slice ...
+    assert _assess(m) == (QcStatus.PASS, set())  # ... could be a branch: two pieces per thigh are fine
+    m[56:62, 2:8, 6] = 1  # a third piece is not
     status, flags = _assess(m)
     assert status is QcStatus.REVIEW and QcFlag.MULTIPLE_COMPONENTS in flags
+
+
+def test_a_bifurcating_nerve_passes() -> None:
+    m = tube(SHAPE, 6.0, range(2, 9))
+    m[:, :, 9:14] = tube(SHAPE, 4.0, range(9, 14), dx=-5)[:, :, 9:14] | tube(SHAPE, 3.0, range(9, 14), dx=6)[:, :, 9:14]
+    assert max(x.n_components for x in nerve_metrics(m, A_QC).slices) == 2
+    assert _assess(m) == (QcStatus.PASS, set())
+    status, flags = _assess(m, QcThresholds(max_components_per_slice=1))
+    assert status is QcStatus.REVIEW and flags == {QcFlag.MULTIPLE_COMPONENTS}
 
 
 def test_csa_out_of_range_review() -> None:
@@ -419,7 +430,8 @@ def test_each_thigh_is_judged_on_its_own() -> None:
     assert verdict({"left": -30.0, "right": +35.0}) == (QcStatus.REVIEW, {QcFlag.NERVE_NOT_POSTERIOR})
     # the whole mask, judged as one nerve, would wrongly see two components in every slice
     _, mask, affine = _two_thighs({"left": -30.0, "right": -25.0})
-    assert QcFlag.MULTIPLE_COMPONENTS in set(assess(nerve_metrics(mask, affine)).flags)
+    one_nerve = QcThresholds(max_components_per_slice=1)
+    assert QcFlag.MULTIPLE_COMPONENTS in set(assess(nerve_metrics(mask, affine), one_nerve).flags)
 
 
 def test_legs_in_view_of_one_thigh_follow_its_laterality_tag() -> None:

@@ -27,12 +27,13 @@ class QcThresholds:
         About three times the CMT1A median (about 136 mm²; nerves count as
         enlarged above about 64 mm²), so that hypertrophic nerves pass and a
         ROI leaking into muscle or vessels does not.
-    max_components_per_slice = 1
-        The sciatic nerve is one cross-section per slice in the thigh; a
-        second 8-connected island in a slice is usually a false positive.
-        Where the tibial and peroneal divisions separate, review is the right
-        outcome. (3D components are not counted separately: islands outside
-        the nerve's slices show up as a gap or a centroid jump instead.)
+    max_components_per_slice = 2
+        Per thigh. The sciatic nerve is one cross-section per slice in the
+        thigh, and two below its bifurcation, where the tibial and common
+        peroneal nerves part; a third 8-connected island in one thigh's slice
+        is a false positive. (3D components are not counted separately:
+        islands outside the nerve's slices show up as a gap or a centroid
+        jump instead.)
     max_centroid_jump_mm = 10.0
         The nerve runs nearly along the slice normal, so its centroid moves by
         a few mm per slice at most; a jump larger than the diameter of a large
@@ -66,7 +67,7 @@ class QcThresholds:
 
     csa_min_mm2: float = 10.0
     csa_max_mm2: float = 400.0
-    max_components_per_slice: int = 1
+    max_components_per_slice: int = 2
     max_centroid_jump_mm: float = 10.0
     max_gap_slices: int = 0
     min_volume_mm3: float = 200.0

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch.utils.data import Dataset
 
 from sciatic.errors import InputRefusedError
@@ -162,21 +163,29 @@ def crop(x: torch.Tensor, cx: int, cy: int, size: int) -> torch.Tensor:
 
 
 def paste(target: torch.Tensor, window: torch.Tensor, cx: int, cy: int) -> None:
-    """Write ``window`` (``size`` x ``size``) into ``target`` ``(X, Y)`` where ``crop`` took it; clipped at edges."""
+    """Put ``window`` (``size`` x ``size``) into ``target`` ``(X, Y)`` where ``crop`` took it; clipped at edges.
+
+    Where the target already holds values (an overlapping crop), the larger wins.
+    """
     size = window.shape[-1]
     h, w = target.shape[-2:]
     x0, y0 = cx - size // 2, cy - size // 2
     a0, a1 = max(0, x0), min(h, x0 + size)
     b0, b1 = max(0, y0), min(w, y0 + size)
     if a0 < a1 and b0 < b1:
-        target[..., a0:a1, b0:b1] = window[..., a0 - x0 : a1 - x0, b0 - y0 : b1 - y0]
+        region = target[..., a0:a1, b0:b1]
+        torch.maximum(region, window[..., a0 - x0 : a1 - x0, b0 - y0 : b1 - y0], out=region)
 
 
-def centroid(mask: npt.NDArray[Any]) -> tuple[float, float] | None:
-    """Centre of mass of a 2D mask, or None when it is empty."""
-    idx = np.nonzero(mask)
-    if len(idx[0]) == 0:
+def piece_centre(mask: npt.NDArray[Any], rng: np.random.Generator) -> tuple[float, float] | None:
+    """Centre of mass of one 8-connected piece of a 2D mask, drawn at random; None when it is empty.
+
+    A slice may hold several nerves (two legs) or branches: each gets its turn as a crop centre.
+    """
+    labels, count = ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3), bool))
+    if count == 0:
         return None
+    idx = np.nonzero(labels == int(rng.integers(1, count + 1)))
     return float(idx[0].mean()), float(idx[1].mean())
 
 
@@ -305,7 +314,7 @@ class CascadeDataset(EpochDataset):
         image, target = augment(image, target, cfg.augment, rng)
         loc_image = downsample(image[None], cfg.localizer_factor)[0]
         loc_target = downsample(target[None], cfg.localizer_factor)[0]
-        centre = centroid(target[0].numpy())
+        centre = piece_centre(target[0].numpy(), rng)
         h, w = image.shape[-2:]
         if centre is None or rng.random() < cfg.p_random_crop:
             cx, cy = int(rng.integers(0, h)), int(rng.integers(0, w))

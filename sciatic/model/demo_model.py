@@ -1,7 +1,8 @@
 """The shipped phantom model (``sciatic/model/phantom-cascade.pt``), rebuilt bit for bit from a seed.
 
-``build_demo_model`` generates synthetic thigh studies with
-``sciatic.phantom.generate``, converts them with the service's own converter
+``build_demo_model`` generates realistic synthetic thigh studies with
+``sciatic.phantom.generate_v2`` (one or both thighs, the bifurcation, fatty
+infiltration, fat-sat, 2D and 3D: docs/phantom.md), converts them with the service's own converter
 (``sciatic.dicom.convert.convert_directory``), so that the training volumes
 are exactly what the service sees, pairs every volume with its label, splits
 the subjects into training and validation sets, trains the ``cascade``
@@ -41,20 +42,23 @@ from sciatic.model.checkpoint import release_checkpoint
 from sciatic.model.configs import ModelConfig, get_config
 from sciatic.model.data import Item
 from sciatic.model.train import TrainResult, train
-from sciatic.phantom import PhantomOptions, SubjectRecord, generate
+from sciatic.phantom import PhantomOptions, PhantomV2Options, SubjectRecord, generate, generate_v2
+from sciatic.phantom.v2 import SubjectRecordV2
 
 DEFAULT_OUT = Path("sciatic/model/phantom-cascade.pt")
-DEFAULT_SUBJECTS = 40
+DEFAULT_SUBJECTS = 48
 DEFAULT_SEED = 11  # phantom subjects, the train/validation split and training all follow from it
-DEFAULT_EPOCHS = 15
+DEFAULT_EPOCHS = 30
 VALIDATION_FRACTION = 0.2
 #: Intra-op threads while training. CPU results depend on the thread count
 #: (reductions are split differently), so it is fixed rather than taken from
 #: the machine; 2 threads also run on a single core, only slower.
 THREADS = 2
-#: Random matrix size, slice count and patient position per subject; the
-#: default share of hard cases (20%, every kind).
-PHANTOM_OPTIONS = PhantomOptions(matrix=None, slices=None)
+#: Phantom v2 with its default mix (half bilateral, half with the
+#: bifurcation, a quarter fat-sat, a quarter 3D, half patients with fatty
+#: infiltration); only the PD axial series, the one with a label, is written.
+PHANTOM_OPTIONS = PhantomV2Options(other_series=False)
+AnyPhantomOptions = PhantomOptions | PhantomV2Options
 MAX_RELEASE_BYTES = 4 * 1024 * 1024
 REPRODUCIBILITY_NOTE = (
     "Bit-identical rebuilds need the same CPU architecture, the same thread count "
@@ -70,7 +74,7 @@ class PhantomCase:
 
     volume: Path  # <SeriesInstanceUID>.nii.gz written by convert_directory
     label: Path  # <SeriesInstanceUID>.nii.gz written by the phantom generator
-    record: SubjectRecord
+    record: SubjectRecord | SubjectRecordV2
 
     @property
     def item(self) -> tuple[Path, Path]:
@@ -79,9 +83,12 @@ class PhantomCase:
 
 
 def phantom_cases(
-    work_dir: str | Path, subjects: int, seed: int, options: PhantomOptions = PHANTOM_OPTIONS
+    work_dir: str | Path, subjects: int, seed: int, options: AnyPhantomOptions = PHANTOM_OPTIONS
 ) -> list[PhantomCase]:
     """Generate ``subjects`` phantom studies under ``work_dir`` and convert them as the service would.
+
+    ``options`` picks the generator: ``PhantomV2Options`` (the default) or
+    v1's ``PhantomOptions``.
 
     Writes ``work_dir/dicom`` (the studies), ``work_dir/labels`` (the truth)
     and ``work_dir/volumes`` (the converter's output). Returns one case per
@@ -90,7 +97,11 @@ def phantom_cases(
     """
     work = Path(work_dir)
     dicom, labels, volumes = work / "dicom", work / "labels", work / "volumes"
-    manifest = generate(dicom, subjects, seed, labels_dir=labels, options=options)
+    records: list[SubjectRecord] | list[SubjectRecordV2]
+    if isinstance(options, PhantomV2Options):
+        records = generate_v2(dicom, subjects, seed, labels_dir=labels, options=options).subjects
+    else:
+        records = generate(dicom, subjects, seed, labels_dir=labels, options=options).subjects
     report = convert_directory(dicom, volumes)
     converted = {
         s.series_instance_uid: s.output
@@ -98,7 +109,7 @@ def phantom_cases(
         if s.status is ConversionStatus.CONVERTED and s.output is not None
     }
     cases = []
-    for record in manifest.subjects:
+    for record in records:
         output = converted.get(record.series_instance_uid)
         refusal = next((s for s in report.series if s.series_instance_uid == record.series_instance_uid), None)
         if output is None or record.label_file is None:
@@ -166,13 +177,12 @@ def build_demo_model(
     epochs: int = DEFAULT_EPOCHS,
     progress: bool = True,
     *,
-    options: PhantomOptions = PHANTOM_OPTIONS,
+    options: AnyPhantomOptions = PHANTOM_OPTIONS,
     config: ModelConfig | None = None,
 ) -> tuple[Path, str]:
     """Build the phantom-trained model and write its release checkpoint to ``out_path``.
 
-    ``subjects`` phantom subjects from ``seed`` (``options``: random matrices,
-    slice counts and positions, 20% hard cases) are converted, split
+    ``subjects`` phantom v2 subjects from ``seed`` (``options``) are converted, split
     80/20 into training and validation (seeded), and the ``cascade``
     configuration (or ``config``) is trained for ``epochs`` on the CPU with
     training seed ``seed``. The best-validation epoch is written without

@@ -3,7 +3,8 @@
 ``load_model`` verifies the checkpoint's sha256 and builds the network;
 ``segment_volume`` runs it in batches (halving the batch on CUDA
 out-of-memory), maps the result back to the volume's ``(X, Y, Z)`` grid and
-optionally keeps the largest 3D connected component. The caller writes the
+optionally drops stray specks (every substantial component stays: one or
+two legs, one or two branches each). The caller writes the
 mask with the volume's own affine.
 """
 
@@ -150,39 +151,71 @@ class BatchRunner:
         return torch.cat(outputs) if outputs else inputs.new_zeros((0, 1, *inputs.shape[-2:]))
 
 
-def locate(prob: npt.NDArray[np.float32], threshold: float, factor: int, shape: tuple[int, int]) -> npt.NDArray[Any]:
-    """Crop centres ``(Z, 2)`` in full-resolution pixels from coarse probabilities ``(Z, X', Y')``.
+REGION_FRACTION = 0.1  # a localiser region (or a mask component) below this share of the largest is stray
+MAX_REGIONS = 6  # at most this many localiser regions are followed through a volume
+MAX_BLOBS = 3  # and at most this many separate blobs of one region in one slice
 
-    The largest (by summed probability) 3D component of the thresholded
-    localiser output, bridging gaps of up to two slices, gives each slice's
-    probability-weighted centroid; slices where it is absent take centres
-    interpolated along Z. With no detection
-    at all, the threshold falls to half the maximum, then to the image centre.
+
+def crop_centres(
+    prob: npt.NDArray[np.float32], threshold: float, factor: int, shape: tuple[int, int], crop_size: int
+) -> npt.NDArray[np.int64]:
+    """Where to crop: rows ``(slice, cx, cy)`` in full-resolution pixels, from coarse probabilities ``(Z, X', Y')``.
+
+    Every substantial region of the thresholded localiser output is followed,
+    not only the largest: both thighs of a bilateral field of view, and a
+    branch that is a separate region because the slab starts below the
+    bifurcation. Regions are 3D components bridging gaps of up to two slices;
+    those with at least ``REGION_FRACTION`` of the largest one's summed
+    probability count (at most ``MAX_REGIONS``). Each region gives one centre
+    per slice (its probability-weighted centroid, interpolated along Z where
+    it is absent), plus one per separate 2D blob of the region lying farther
+    than a quarter crop from that centre (the branches below a wide
+    bifurcation; the ``MAX_BLOBS`` heaviest, each with at least
+    ``REGION_FRACTION`` of the slice's mass). With no detection at all, the threshold falls to half the
+    maximum, then to the image centre.
     """
     z = prob.shape[0]
     binary = prob > threshold
     if not binary.any() and prob.max() > 0:
         binary = prob >= 0.5 * prob.max()
+    ks = np.arange(z)
     if not binary.any():
-        return np.tile(np.array([shape[0] // 2, shape[1] // 2]), (z, 1))
+        return np.stack([ks, np.full(z, shape[0] // 2), np.full(z, shape[1] // 2)], axis=1).astype(np.int64)
     # Components are joined across up to two missed slices (and one pixel in-plane).
     bridged = ndimage.binary_dilation(binary, structure=np.ones((5, 3, 3), bool))
     labels, count = ndimage.label(bridged, structure=np.ones((3, 3, 3), bool))
     labels[~binary] = 0
     sums = ndimage.sum_labels(prob, labels, index=np.arange(1, count + 1))
-    keep = labels == int(np.argmax(sums)) + 1
-    weights = np.where(keep, prob, 0.0)
-    mass = weights.sum(axis=(1, 2))
-    found = np.nonzero(mass > 0)[0]
+    order = np.argsort(-sums, kind="stable")
+    kept = [int(i) + 1 for i in order[:MAX_REGIONS] if sums[i] >= REGION_FRACTION * sums[order[0]]]
     xs = np.arange(prob.shape[1], dtype=np.float64)
     ys = np.arange(prob.shape[2], dtype=np.float64)
-    cx = (weights.sum(axis=2) @ xs)[found] / mass[found]
-    cy = (weights.sum(axis=1) @ ys)[found] / mass[found]
-    ks = np.arange(z)
-    coarse = np.stack([np.interp(ks, found, cx), np.interp(ks, found, cy)], axis=1)
-    centres = np.rint((coarse + 0.5) * factor - 0.5).astype(np.int64)
-    centres[:, 0] = np.clip(centres[:, 0], 0, shape[0] - 1)
-    centres[:, 1] = np.clip(centres[:, 1], 0, shape[1] - 1)
+    spread = crop_size / 4 / factor  # a quarter crop, in coarse pixels
+    rows: list[tuple[float, float, float]] = []
+    for label in kept:
+        weights = np.where(labels == label, prob, 0.0)
+        mass = weights.sum(axis=(1, 2))
+        found = np.nonzero(mass > 0)[0]
+        cx = (weights.sum(axis=2) @ xs)[found] / mass[found]
+        cy = (weights.sum(axis=1) @ ys)[found] / mass[found]
+        centre_x, centre_y = np.interp(ks, found, cx), np.interp(ks, found, cy)
+        rows.extend((float(k), centre_x[k], centre_y[k]) for k in ks)
+        for k in found:
+            blobs, n = ndimage.label(weights[k] > 0, structure=np.ones((3, 3), bool))
+            if n < 2:
+                continue
+            masses = ndimage.sum_labels(weights[k], blobs, index=np.arange(1, n + 1))
+            biggest = np.argsort(-masses, kind="stable")[:MAX_BLOBS]
+            for i in biggest[masses[biggest] >= REGION_FRACTION * mass[k]]:
+                bx, by = ndimage.center_of_mass(weights[k], blobs, int(i) + 1)
+                if np.hypot(bx - centre_x[k], by - centre_y[k]) > spread:
+                    rows.append((float(k), bx, by))
+    table = np.asarray(rows, dtype=np.float64)
+    centres = np.empty(table.shape, dtype=np.int64)
+    centres[:, 0] = table[:, 0].astype(np.int64)
+    centres[:, 1:] = np.rint((table[:, 1:] + 0.5) * factor - 0.5).astype(np.int64)
+    centres[:, 1] = np.clip(centres[:, 1], 0, shape[0] - 1)
+    centres[:, 2] = np.clip(centres[:, 2], 0, shape[1] - 1)
     return centres
 
 
@@ -214,13 +247,13 @@ def predict_probabilities(
             assert isinstance(model, Cascade)
             stacks = _stacks(torch.from_numpy(normalized), config.context)
             loc = runner.run(model.localizer, downsample(stacks, config.localizer_factor))[:, 0]
-            centres = locate(loc.numpy(), config.threshold, config.localizer_factor, normalized.shape[:2])
             size = config.crop_size
-            crops = torch.stack([crop(stacks[k], int(cx), int(cy), size) for k, (cx, cy) in enumerate(centres)])
+            centres = crop_centres(loc.numpy(), config.threshold, config.localizer_factor, normalized.shape[:2], size)
+            crops = torch.stack([crop(stacks[k], int(cx), int(cy), size) for k, cx, cy in centres])
             fine = runner.run(model.segmenter, crops)[:, 0]
             full = torch.zeros(stacks.shape[0], *stacks.shape[-2:])
-            for k, (cx, cy) in enumerate(centres):
-                paste(full[k], fine[k], int(cx), int(cy))
+            for i, (k, cx, cy) in enumerate(centres):
+                paste(full[k], fine[i], int(cx), int(cy))  # overlapping crops: the larger probability wins
             out = full.permute(1, 2, 0).numpy()
     out = turn.from_canonical(out)
     if out.shape != volume.shape:
@@ -250,12 +283,21 @@ def uncertainty(prob: npt.NDArray[np.float32]) -> tuple[float, tuple[float | Non
     return whole, tuple(per_slice)
 
 
-def largest_component(mask: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    """The largest 26-connected 3D component of a 0/1 mask (empty stays empty)."""
+def drop_stray_components(mask: npt.NDArray[Any], fraction: float = REGION_FRACTION) -> npt.NDArray[np.uint8]:
+    """A 0/1 mask without its stray specks: 26-connected 3D components under ``fraction`` of the largest.
+
+    Every substantial component stays: both legs, and both branches of a
+    bifurcation wherever they show as separate pieces. Empty stays empty.
+    """
     labels, count = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), bool))
-    keep = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1 if count > 1 else 1
-    kept = labels == keep if count > 1 else labels > 0
-    out: npt.NDArray[np.uint8] = kept.astype(np.uint8)
+    if count <= 1:
+        whole: npt.NDArray[np.uint8] = (labels > 0).astype(np.uint8)
+        return whole
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    keep = sizes >= fraction * sizes.max()
+    keep[0] = False
+    out: npt.NDArray[np.uint8] = keep[labels].astype(np.uint8)
     return out
 
 
@@ -265,7 +307,7 @@ def segment_volume(
     affine: npt.NDArray[Any],
     device: str | torch.device | None = None,
     batch_size: int | None = None,
-    keep_largest_component: bool = True,
+    drop_stray: bool = True,
 ) -> SegmentationResult:
     """Segment one ``(X, Y, Z)`` volume; the mask has its exact shape (write it with ``affine``).
 
@@ -287,8 +329,8 @@ def segment_volume(
     runner = BatchRunner(target, batch_size or config.infer_batch_size, config.amp)
     prob = predict_probabilities(model_bundle.model, config, volume, np.asarray(affine), runner)
     mask = (prob > config.threshold).astype(np.uint8)
-    if keep_largest_component:
-        mask = largest_component(mask)
+    if drop_stray:
+        mask = drop_stray_components(mask)
     whole, per_slice = uncertainty(prob)
     return SegmentationResult(
         mask=mask,

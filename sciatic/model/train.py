@@ -168,7 +168,7 @@ def score_cases(
     bundle: ModelBundle,
     cases: Sequence[TrainingCase],
     failure_dice: float = FAILURE_DICE,
-    keep_largest_component: bool = True,
+    drop_stray: bool = True,
 ) -> Evaluation:
     """Segment each case through the inference path and score it against its mask.
 
@@ -180,7 +180,7 @@ def score_cases(
     scores = {
         case.name: float(
             dice(
-                segment_volume(bundle, case.volume, case.affine, keep_largest_component=keep_largest_component).mask,
+                segment_volume(bundle, case.volume, case.affine, drop_stray=drop_stray).mask,
                 case.mask,
             )
         )
@@ -201,12 +201,12 @@ def evaluate(
     config: ModelConfig,
     cases: Sequence[TrainingCase],
     device: torch.device,
-    keep_largest_component: bool = True,
+    drop_stray: bool = True,
     failure_dice: float = FAILURE_DICE,
 ) -> dict[str, float]:
     """Mean validation Dice and failure rate of a network being trained."""
     bundle = ModelBundle(model=model, config=config, device=device)
-    result = score_cases(bundle, cases, failure_dice, keep_largest_component)
+    result = score_cases(bundle, cases, failure_dice, drop_stray)
     return {"val_dice": result.mean_dice, "val_failure_rate": result.failure_rate}
 
 

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from sciatic.config import Settings
 from sciatic.db import audit
-from sciatic.db.enums import Cohort, InstanceState, SeriesStatus
+from sciatic.db.enums import Cohort, EligibilityReason, InstanceState, SeriesStatus
 from sciatic.db.locks import named_lock
 from sciatic.db.models import DicomInstance, DuplicateFile, Quarantine, Series, Study, Subject, utcnow
 from sciatic.db.pseudonym import pseudonymise
@@ -495,6 +495,7 @@ def _convert_series(settings: Settings, engine: Engine, series_uid: str, quiet: 
             series.status = SeriesStatus.REFUSED
             series.refusal_reason = refusal.reason
             series.refusal_detail = refusal.detail
+            _mark_refused_localizer(series, headers)
         session.add(series)
         session.flush()
         if previous is not None:
@@ -531,6 +532,21 @@ def _set_geometry(series: Series, volume: Volume, path: Path, sha: str | None) -
     series.volume_path = str(path)
     series.volume_sha256 = sha
     series.converted_at = utcnow()
+
+
+def _mark_refused_localizer(series: Series, headers: list[DicomHeader]) -> None:
+    """A localizer that could not become one volume (a 3-plane scout) is also an ineligible localizer.
+
+    It is valid DICOM that was never meant for segmentation: the eligibility
+    views list it with the other ineligible series, not only as a refusal.
+    """
+    scout = sorted({value for header in headers for value in header.image_type} & eligibility.LOCALIZER_TYPES)
+    if scout:
+        series.eligible = False
+        series.eligibility_reason = EligibilityReason.LOCALIZER
+        series.eligibility_detail = (
+            f"a localizer or scout (ImageType {scout[0]}); not converted: {series.refusal_detail}"
+        )
 
 
 def _set_eligibility(series: Series, headers: list[DicomHeader], volume: Volume, settings: Settings) -> None:

@@ -295,7 +295,7 @@ def evaluate_model(settings: Settings, engine: Engine, model_id: int, series_ids
         model = registry.get(session, model_id)
         bundle = cached_model(model.checkpoint_path, model.checkpoint_sha256, settings.device)
     cases = [as_case((labelled[s].volume_path, labelled[s].label_path), name=str(s)) for s in series_ids]
-    return score_cases(bundle, cases, settings.failure_dice, settings.keep_largest_component)
+    return score_cases(bundle, cases, settings.failure_dice, settings.drop_stray_components)
 
 
 def evaluate_and_decide(settings: Settings, engine: Engine, training_run_id: int) -> TrainingDecision:

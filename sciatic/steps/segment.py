@@ -90,7 +90,7 @@ def _segment(settings: Settings, engine: Engine, series_id: int, model_id: int, 
         bundle,
         volume.data,
         volume.affine,
-        keep_largest_component=settings.keep_largest_component,
+        drop_stray=settings.drop_stray_components,
     )
     mask_sha = write_volume(Volume(result.mask, volume.affine), target)
     total = time.perf_counter() - start

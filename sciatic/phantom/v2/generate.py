@@ -102,7 +102,19 @@ def _acquire(
     return acquire(rng, rendered.signal, sensitivity, levels.muscle * mean / protocol.snr, storage), storage
 
 
-def _identity(rng: np.random.Generator, seed: int, plan: SubjectPlanV2, position: PatientPosition) -> StudyIdentity:
+def content_key(plan: SubjectPlanV2, options: PhantomV2Options) -> str:
+    """What a subject's images follow from besides the seed: its plan and the slice count.
+
+    It goes into every UID, so that one UID never names two different
+    images: the same seed with another subject count or other fractions
+    draws other subjects, and they get other UIDs.
+    """
+    return hashlib.sha256(repr((plan, options.slices)).encode()).hexdigest()[:16]
+
+
+def _identity(
+    rng: np.random.Generator, seed: int, key: str, plan: SubjectPlanV2, position: PatientPosition
+) -> StudyIdentity:
     number = f"{plan.index + 1:04d}"
     study_date = FIRST_STUDY_DATE + dt.timedelta(days=int(rng.integers(0, 365)))
     age = int(rng.integers(18, 71))
@@ -117,8 +129,8 @@ def _identity(rng: np.random.Generator, seed: int, plan: SubjectPlanV2, position
         age=f"{age:03d}Y",
         weight_kg=round(float(rng.uniform(50, 105)), 1),
         comments=f"cohort={plan.cohort.value}",
-        study_uid=derive_uid(seed, "v2", plan.index, "study"),
-        frame_of_reference_uid=derive_uid(seed, "v2", plan.index, "frame"),
+        study_uid=derive_uid(seed, "v2", key, plan.index, "study"),
+        frame_of_reference_uid=derive_uid(seed, "v2", key, plan.index, "frame"),
         study_date=study_date.strftime("%Y%m%d"),
         study_seconds=int(rng.integers(7 * 3600, 18 * 3600)),
         accession_number=f"B{int(digest[:12], 16) % 10**12:012d}",
@@ -132,7 +144,14 @@ def _series_dir(patient_id: str, protocol: Protocol) -> str:
 
 
 def _other_series(
-    rng: np.random.Generator, seed: int, plan: SubjectPlanV2, body: Body, study: StudyIdentity, pd: Stack, out: Path
+    rng: np.random.Generator,
+    seed: int,
+    key: str,
+    plan: SubjectPlanV2,
+    body: Body,
+    study: StudyIdentity,
+    pd: Stack,
+    out: Path,
 ) -> list[SeriesRecord]:
     """The localizer and the T1 coronal series (no ground truth)."""
     patient = plan.cohort is Cohort.PATIENT
@@ -144,7 +163,7 @@ def _other_series(
     coil = _coil(rng, body, float(coronal.centre[2]), (-120.0, 0.0, 120.0))
     pixels, storage = _acquire(rng, rendered, coil.sensitivity(coronal), levels, t1)
     images = [Image(coronal, k, pixels[k]) for k in range(coronal.slices)]
-    records.append(_write(seed, plan, study, t1, storage, images, out))
+    records.append(_write(seed, key, plan, study, t1, storage, images, out))
 
     localizer = localizer_protocol(rng)
     levels = draw_levels(rng, localizer.contrast, patient)
@@ -154,12 +173,13 @@ def _other_series(
     joined = Rendered(signal, {})
     pixels, storage = _acquire(rng, joined, np.ones_like(signal), levels, localizer)  # body coil: uniform
     images = [Image(stack, k, pixels[3 * n + k]) for n, stack in enumerate(stacks) for k in range(stack.slices)]
-    records.append(_write(seed, plan, study, localizer, storage, images, out))
+    records.append(_write(seed, key, plan, study, localizer, storage, images, out))
     return records[::-1]
 
 
 def _write(
     seed: int,
+    key: str,
     plan: SubjectPlanV2,
     study: StudyIdentity,
     protocol: Protocol,
@@ -168,8 +188,8 @@ def _write(
     out: Path,
 ) -> SeriesRecord:
     kind = protocol.kind.value
-    series_uid = derive_uid(seed, "v2", plan.index, kind, "series")
-    sop_uids = [derive_uid(seed, "v2", plan.index, kind, "instance", n) for n in range(len(images))]
+    series_uid = derive_uid(seed, "v2", key, plan.index, kind, "series")
+    sop_uids = [derive_uid(seed, "v2", key, plan.index, kind, "instance", n) for n in range(len(images))]
     directory = _series_dir(study.patient_id, protocol)
     write_series(out / directory, study, series_uid, sop_uids, protocol, storage, images)
     return SeriesRecord(kind, series_uid, protocol.series_number, protocol.description, directory, len(images))
@@ -220,10 +240,11 @@ def generate_subject_v2(
     rendered = render_pd(draw)
     coil = _coil(rng, body, stack.centre[2], (-45.0, 45.0))
     pixels, storage = _acquire(rng, rendered, coil.sensitivity(stack), draw.levels, protocol)
-    study = _identity(rng, seed, plan, draw.position)
-    series = _other_series(rng, seed, plan, body, study, stack, out) if options.other_series else []
+    key = content_key(plan, options)
+    study = _identity(rng, seed, key, plan, draw.position)
+    series = _other_series(rng, seed, key, plan, body, study, stack, out) if options.other_series else []
     images = [Image(stack, k, pixels[k]) for k in range(stack.slices)]
-    pd_record = _write(seed, plan, study, protocol, storage, images, out)
+    pd_record = _write(seed, key, plan, study, protocol, storage, images, out)
     sides, truth = side_records(body, stack, rendered, draw.designed_csa_mm2)
     label_file = None
     if labels is not None:
