@@ -134,6 +134,9 @@ def airflow_environment(config: StackConfig) -> dict[str, str]:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+            # A task's supervisor polls its process between heartbeats: 1 s instead of 5 s
+            # takes seconds off every short task (docs/airflow.md, "Throughput").
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(config.home / "logs"),
         }
     )

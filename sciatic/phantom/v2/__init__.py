@@ -1,6 +1,6 @@
 """Phantom v2: realistic synthetic thigh studies (localizer, T1 coronal, PD axial with its ground truth).
 
-Opt-in beside v1 (``sciatic phantom --version 2``); see docs/phantom.md.
+The default generator (``sciatic phantom``; v1 stays available with ``--version 1``); see docs/phantom.md.
 """
 
 from sciatic.phantom.v2.generate import PhantomV2Options, generate_v2
