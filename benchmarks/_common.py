@@ -1,4 +1,10 @@
-"""Shared by the model benchmarks: held-out phantom cases, evaluation of a model on them, the machine."""
+"""Shared by the model benchmarks: held-out phantom cases, evaluation of a model on them, the machine.
+
+The per-side and per-piece metrics at the end (``missed_sides``,
+``pieces_found``, ``side_csa_errors``) are benchmark metrics against a truth
+label that ``sciatic.evaluation`` does not provide; they are built from its
+``split_sides`` and ``nerve_metrics_by_side``.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +13,30 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
+from scipy import ndimage
 
 from benchmarks._machine import cpu_model
+from sciatic.db.enums import Side
+from sciatic.evaluation.metrics import SLICE_CONNECTIVITY, nerve_metrics_by_side, split_sides
 from sciatic.evaluation.qc import compare_masks
 from sciatic.evaluation.thresholds import FAILURE_DICE
 from sciatic.imaging.volume import read_volume
 from sciatic.model.configs import ModelConfig
-from sciatic.model.demo_model import PhantomCase, phantom_cases
-from sciatic.model.infer import ModelBundle, segment_volume
+from sciatic.model.demo_model import PhantomCase, phantom_cases, read_digest
+from sciatic.model.infer import ModelBundle, SegmentationResult, load_model, segment_volume
 from sciatic.model.unet import build_model, count_parameters
 
 TEST_SEEDS = (101, 102)  # held-out phantom seeds; the shipped model is trained on seed 11
-TEST_SUBJECTS = 20
+TEST_SUBJECTS = 40
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -51,11 +62,11 @@ class CaseResult:
 
     subject: str
     cohort: str
-    hard_cases: list[str]
     matrix: str
     dice: float
     hd95_mm: float | None  # None when exactly one mask is empty (unbounded)
     failed: bool
+    uncertainty: float
     seconds: float  # segment_volume: normalisation, network(s), unmontage or paste, clean-up
 
 
@@ -73,42 +84,60 @@ def load_case(case: PhantomCase) -> LoadedCase:
     return LoadedCase(case, np.asarray(volume.data), volume.affine, np.asarray(label.data), label.affine)
 
 
-def run_case(bundle: ModelBundle, loaded: LoadedCase, keep_largest_component: bool) -> CaseResult:
+def load_checked(path: Path, sha256_file: Path | None = None) -> tuple[ModelBundle, bool]:
+    """Load a checkpoint on the CPU, its sha256 checked against ``sha256_file`` (default ``PATH.sha256``).
+
+    Returns the bundle and whether the digest was checked (no digest file: not checked).
+    """
+    sha_file = sha256_file or path.with_suffix(".sha256")
+    expected = read_digest(sha_file) if sha256_file is not None or sha_file.is_file() else None
+    return load_model(path, expected, device="cpu"), expected is not None
+
+
+def matrix(case: PhantomCase) -> str:
+    record = case.record
+    return f"{record.rows}x{record.columns}x{record.slices}"
+
+
+def segment_case(bundle: ModelBundle, loaded: LoadedCase, drop_stray: bool) -> tuple[SegmentationResult, float]:
+    """``segment_volume`` on the loaded volume, and its wall time in seconds."""
     start = time.perf_counter()
-    mask = segment_volume(bundle, loaded.volume, loaded.affine, keep_largest_component=keep_largest_component).mask
-    seconds = time.perf_counter() - start
-    comparison = compare_masks(mask, loaded.affine, loaded.label, loaded.label_affine)
-    record = loaded.case.record
+    result = segment_volume(bundle, loaded.volume, loaded.affine, drop_stray=drop_stray)
+    return result, time.perf_counter() - start
+
+
+def run_case(bundle: ModelBundle, loaded: LoadedCase, drop_stray: bool) -> CaseResult:
+    result, seconds = segment_case(bundle, loaded, drop_stray)
+    comparison = compare_masks(result.mask, loaded.affine, loaded.label, loaded.label_affine)
     return CaseResult(
-        subject=record.patient_id,
-        cohort=record.cohort,
-        hard_cases=list(record.hard_cases),
-        matrix=f"{record.rows}x{record.columns}x{record.slices}",
+        subject=loaded.case.record.patient_id,
+        cohort=loaded.case.record.cohort,
+        matrix=matrix(loaded.case),
         dice=comparison.dice,
         hd95_mm=comparison.hd95_mm if math.isfinite(comparison.hd95_mm) else None,
         failed=comparison.dice < FAILURE_DICE,
+        uncertainty=result.uncertainty,
         seconds=seconds,
     )
 
 
-def summarize(results: list[CaseResult]) -> dict[str, Any]:
-    """The seed abstract's numbers (mean and variance of Dice where it worked, failure rate) and more."""
-    dice = [r.dice for r in results]
-    working = [r.dice for r in results if not r.failed]
-    hd95_working = [r.hd95_mm for r in results if not r.failed and r.hd95_mm is not None]
-    return {
-        "subjects": len(results),
-        "failures": sum(r.failed for r in results),
-        "failure_rate": sum(r.failed for r in results) / len(results),
-        "mean_dice_working": statistics.fmean(working) if working else None,
-        "variance_dice_working": statistics.pvariance(working) if len(working) > 1 else None,
-        "mean_dice_all": statistics.fmean(dice),
-        "median_dice": statistics.median(dice),
-        "min_dice": min(dice),
-        "max_dice": max(dice),
-        "median_hd95_mm_working": statistics.median(hd95_working) if hd95_working else None,
-        "max_hd95_mm_working": max(hd95_working) if hd95_working else None,
-    }
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); raises ``StatisticsError`` on constant input."""
+
+    def ranks(values: Sequence[float]) -> list[float]:
+        order = sorted(range(len(values)), key=values.__getitem__)
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    return statistics.correlation(ranks(a), ranks(b))
 
 
 def untrained_bundle(config: ModelConfig, seed: int = 0) -> ModelBundle:
@@ -148,14 +177,60 @@ def describe_machine(info: dict[str, Any]) -> list[str]:
     ]
 
 
-def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A markdown table, columns padded to line up."""
     lines = [header, *rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    widths = [max(3, *(len(line[i]) for line in lines)) for i in range(len(header))]
     for k, line in enumerate(lines):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |")
         if k == 0:
-            print("  ".join("-" * w for w in widths))
+            print("| " + " | ".join("-" * w for w in widths) + " |")
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- metrics against a truth label
+
+Mask = npt.NDArray[Any]
+
+
+def missed_sides(pred: Mask, label: Mask, affine: npt.NDArray[Any], laterality: str = "") -> list[Side]:
+    """The label's legs (``split_sides``) on which the prediction, split the same way, has no voxel."""
+    predicted = split_sides(pred, affine, laterality)
+    return [side for side in split_sides(label, affine, laterality) if side not in predicted]
+
+
+def pieces_found(pred: Mask, label: Mask) -> tuple[int, int]:
+    """``(found, total)`` over the label's 2D pieces: each slice's 8-connected components.
+
+    A piece is found when at least one predicted voxel overlaps it.
+    """
+    found = total = 0
+    hit = np.asarray(pred) != 0
+    for k in range(label.shape[2]):
+        pieces, count = ndimage.label(np.asarray(label[:, :, k]) != 0, structure=SLICE_CONNECTIVITY)
+        total += int(count)
+        found += int(np.count_nonzero(np.unique(pieces[hit[:, :, k]])))  # label 0 is background
+    return found, total
+
+
+def side_csa_errors(pred: Mask, label: Mask, affine: npt.NDArray[Any], laterality: str = "") -> dict[Side, float]:
+    """Per leg of the label: (mean predicted CSA - mean true CSA) / mean true CSA.
+
+    Both means run over the slices where the label has nerve on that leg
+    (a slice without prediction counts 0 mm²); legs are split by
+    ``split_sides``, areas come from ``nerve_metrics_by_side`` with ``affine``.
+    Signed: ``-1`` is a leg missed entirely.
+    """
+    truth = nerve_metrics_by_side(label, affine, laterality=laterality)
+    predicted = nerve_metrics_by_side(pred, affine, laterality=laterality)
+    errors: dict[Side, float] = {}
+    for side, metrics in truth.items():
+        slices = [s.slice_index for s in metrics.slices if s.has_nerve]
+        true_mean = statistics.fmean(metrics.slices[k].area_mm2 for k in slices)
+        other = predicted.get(side)
+        pred_mean = statistics.fmean(other.slices[k].area_mm2 for k in slices) if other else 0.0
+        errors[side] = (pred_mean - true_mean) / true_mean
+    return errors

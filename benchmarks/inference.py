@@ -18,7 +18,7 @@ a. **seed** (the abstract's method): U-Net width 64, depth 4, fp32, montages
    takes trained ones (e.g. from ``quality.py --save-seed-checkpoint``).
 b. **production**: the shipped cascade ``--model`` (sha256 checked against
    ``MODEL.sha256`` when that file exists), batch 64, with the
-   largest-component clean-up.
+   stray-speck clean-up (``drop_stray``).
 
 Timed: ``segment_volume`` on a volume already in memory (normalisation,
 networks, unmontage or paste, clean-up). Loading the model is timed once,
@@ -56,6 +56,7 @@ from benchmarks._common import (  # noqa: E402
     describe_machine,
     held_out_cases,
     load_case,
+    load_checked,
     machine,
     parameters,
     parse_seeds,
@@ -64,7 +65,7 @@ from benchmarks._common import (  # noqa: E402
     untrained_bundle,
 )
 from sciatic.model.configs import get_config  # noqa: E402
-from sciatic.model.demo_model import DEFAULT_OUT, THREADS, read_digest  # noqa: E402
+from sciatic.model.demo_model import DEFAULT_OUT, THREADS  # noqa: E402
 from sciatic.model.infer import ModelBundle, load_model, segment_volume  # noqa: E402
 
 TARGET_RATIO = 10.0
@@ -85,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(THREADS)
     info = machine()
-    sha_file = args.model.with_suffix(".sha256")
-    expected = read_digest(sha_file) if sha_file.is_file() else None
     start = time.perf_counter()
-    production = load_model(args.model, expected, device="cpu")
+    production, checked = load_checked(args.model)
     load_seconds = time.perf_counter() - start
     if args.seed_checkpoint:
         seed_bundle = load_model(args.seed_checkpoint, None, device="cpu")
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             order = names if (r + i) % 2 == 0 else names[::-1]
             for name in order:
                 bundle, largest = sides[name]
-                samples[name].append(run_case(bundle, case, keep_largest_component=largest))
+                samples[name].append(run_case(bundle, case, drop_stray=largest))
             print(
                 f"  round {r + 1}, {case.case.record.patient_id}: "
                 + ", ".join(f"{n} {samples[n][-1].seconds:.2f} s" for n in names),
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seed: {parameters(get_config('seed')) / 1e6:.1f} M parameters, {seed_weights} weights, fp32, batch 1")
     print(
         f"production: {args.model.name} ({parameters(production.config) / 1e6:.2f} M parameters, "
-        f"sha256 {'checked' if expected else 'not checked'}), batch {production.config.infer_batch_size}; "
+        f"sha256 {'checked' if checked else 'not checked'}), batch {production.config.infer_batch_size}; "
         f"loading it took {load_seconds:.2f} s"
     )
     print(f"{len(loaded)} subjects x {args.repeats} runs per side, interleaved; medians")
@@ -192,7 +191,7 @@ def _warm_up(sides: dict[str, tuple[ModelBundle, bool]], case: LoadedCase) -> No
     """One untimed run per side on a 5-slice piece (first-call allocations, lazy initialisation)."""
     piece = case.volume[:, :, :5]
     for bundle, largest in sides.values():
-        segment_volume(bundle, piece, case.affine, keep_largest_component=largest)
+        segment_volume(bundle, piece, case.affine, drop_stray=largest)
 
 
 if __name__ == "__main__":

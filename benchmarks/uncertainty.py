@@ -25,33 +25,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import TEST_SEEDS, describe_machine, held_out_cases, load_case, machine
+from benchmarks._common import (
+    TEST_SEEDS,
+    describe_machine,
+    held_out_cases,
+    load_case,
+    load_checked,
+    machine,
+    spearman,
+)
 from sciatic.dicom.convert import ConversionStatus, convert_directory
 from sciatic.evaluation.qc import dice
 from sciatic.imaging.volume import read_volume
-from sciatic.model.infer import load_model, segment_volume
+from sciatic.model.infer import segment_volume
 from sciatic.model.shipped import SHIPPED_MODEL, SHIPPED_MODEL_SHA256_FILE
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom-real"
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
-
-    def ranks(values: list[float]) -> list[float]:
-        order = sorted(range(len(values)), key=values.__getitem__)
-        out = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
-
-    return statistics.correlation(ranks(a), ranks(b))
 
 
 def _row(case: str, kind: str, uncertainty: float, mask: np.ndarray, label: np.ndarray) -> dict[str, object]:
@@ -64,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every number here")
     args = parser.parse_args(argv)
     info = machine()
-    expected = SHIPPED_MODEL_SHA256_FILE.read_text().split()[0]
-    bundle = load_model(SHIPPED_MODEL, expected, device="cpu")
+    bundle, _ = load_checked(SHIPPED_MODEL, SHIPPED_MODEL_SHA256_FILE)
     rng = np.random.default_rng(0)
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
