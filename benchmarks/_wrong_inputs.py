@@ -108,15 +108,23 @@ def label_slices(label: Volume, datasets: list[Dataset]) -> list[NDArray[np.bool
 # --------------------------------------------------------------------------- the changes
 
 
-def blank_nerve(image: Pixels, nerve: NDArray[np.bool_]) -> Pixels:
-    """``image`` with the grown nerve region filled, piece by piece, with the median of a ring around it."""
+def blank_nerve(image: Pixels, nerve: NDArray[np.bool_], rng: np.random.Generator) -> Pixels:
+    """``image`` with the grown nerve region replaced, piece by piece, by the tissue around it.
+
+    Each piece is filled with the median of a ring around it plus Gaussian
+    noise of the ring's own spread (median absolute deviation), so that no
+    flat, nerve-shaped patch is left for a model to find.
+    """
     out = image.astype(np.float64)
     region = ndimage.binary_dilation(nerve, iterations=GROW_PIXELS) if nerve.any() else nerve
     pieces, count = ndimage.label(region, structure=np.ones((3, 3)))
     for piece in range(1, count + 1):
         inside = pieces == piece
         ring = ndimage.binary_dilation(inside, iterations=RING_PIXELS) & ~region
-        out[inside] = float(np.median(image[ring])) if ring.any() else float(np.median(image))
+        around = image[ring] if ring.any() else image
+        centre = float(np.median(around))
+        spread = 1.4826 * float(np.median(np.abs(around - centre)))
+        out[inside] = centre + rng.normal(0.0, spread, int(inside.sum()))
     return out
 
 

@@ -9,7 +9,7 @@ database in a fresh data folder, with the production model installed from
 * good: ``--good`` held-out phantom v2 studies (default options, seeds
   ``--seeds``), each with its localizer and T1 coronal series;
 * nerve blanked: each good study's PD axial series with the ground-truth nerve
-  (grown by a few pixels) filled with the median of the tissue around it;
+  (grown by a few pixels) replaced by the tissue around it (its median and noise of its spread);
 * corrupted: each good study's PD axial series plus Gaussian noise with the
   series' own SD;
 * real, forced: every series of ``--real`` (brain and field-map scans) made
@@ -147,10 +147,10 @@ def make_good(incoming: Path, truth: Path, subjects: int, seeds: tuple[int, ...]
     return studies
 
 
-def blanker(label: Volume) -> Change:
+def blanker(label: Volume, rng: np.random.Generator) -> Change:
     def change(datasets: list[Dataset], pixels: list[Pixels]) -> list[Pixels]:
         nerve = label_slices(label, datasets)
-        return [blank_nerve(p, m) for p, m in zip(pixels, nerve, strict=True)]
+        return [blank_nerve(p, m, rng) for p, m in zip(pixels, nerve, strict=True)]
 
     return change
 
@@ -166,7 +166,7 @@ def make_wrong(incoming: Path, studies: list[GoodStudy], seed: int) -> list[Inpu
     for study in studies:
         name = study.record.patient_id
         label = read_volume(study.label)
-        blanked = rewrite_series(study.pd_dir, incoming / "blanked" / name, "nerve-blanked", blanker(label))
+        blanked = rewrite_series(study.pd_dir, incoming / "blanked" / name, "nerve-blanked", blanker(label, rng))
         noisy = rewrite_series(study.pd_dir, incoming / "corrupted" / name, "corrupted", noise(rng))
         inputs += [Input("blanked", name, blanked), Input("corrupted", name, noisy)]
     return inputs
