@@ -142,7 +142,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
-V2_ONLY = ("bilateral_fraction", "bifurcation_fraction", "fat_sat_fraction", "three_d_fraction")
+V2_ONLY = ("bilateral_fraction", "bifurcation_fraction", "fat_sat_fraction", "three_d_fraction", "site")
 
 
 def _phantom_v2(args: argparse.Namespace) -> int:
@@ -152,17 +152,21 @@ def _phantom_v2(args: argparse.Namespace) -> int:
         raise SystemExit("sciatic phantom: --matrix applies to --version 1 only (v2 fits the field of view)")
     if args.hard_fraction is not None:
         raise SystemExit("sciatic phantom: --hard-fraction applies to --version 1 only")
-    fractions = {name: value for name in V2_ONLY if (value := getattr(args, name)) is not None}
-    options = PhantomV2Options(
-        slices=None if args.slices in (None, "random") else int(args.slices),
-        patient_fraction=args.patient_fraction,
-        **fractions,
-    )
+    chosen = {name: value for name in V2_ONLY if (value := getattr(args, name)) is not None}
+    try:
+        options = PhantomV2Options(
+            slices=None if args.slices in (None, "random") else int(args.slices),
+            patient_fraction=args.patient_fraction,
+            **chosen,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"sciatic phantom: {exc}") from exc
     manifest = generate_v2(args.output, args.subjects, args.seed, labels_dir=args.labels, options=options)
     subjects = manifest.subjects
     print(
-        f"wrote {len(subjects)} v2 studies to {args.output} "
-        f"({sum(s.cohort == 'patient' for s in subjects)} patients, "
+        f"wrote {len(subjects)} v2 studies"
+        + (f" of site {options.site}" if args.site else "")
+        + f" to {args.output} ({sum(s.cohort == 'patient' for s in subjects)} patients, "
         f"{sum(s.field_of_view == 'bilateral' for s in subjects)} bilateral, "
         f"{sum(s.bifurcation for s in subjects)} with the bifurcation in view); manifest {args.output}/manifest.json"
         + (f"; labels in {args.labels}" if args.labels else "")
@@ -463,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bifurcation-fraction", type=float, help="v2: share whose nerve splits in view (0.5)")
     p.add_argument("--fat-sat-fraction", type=float, help="v2: share of fat-suppressed PD series (0.25)")
     p.add_argument("--three-d-fraction", type=float, help="v2: share of 3D PD series (0.25)")
+    p.add_argument("--site", help="v2: the PD protocol, `default` or `site_b` (another vendor: docs/phantom.md)")
     p.set_defaults(handler=_cmd_phantom)
 
     p = commands.add_parser("montage", help="picture of a volume as the seed's 5-slice montages (PNG)")

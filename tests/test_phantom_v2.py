@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.image
@@ -40,6 +41,7 @@ from sciatic.phantom.v2.plan import (
 from sciatic.phantom.v2.planes import Orientation, Stack, directions
 from sciatic.phantom.v2.preview import save_preview
 from sciatic.phantom.v2.render import Sampling, render_stack
+from sciatic.phantom.v2.sites import SITE_B
 from sciatic.phantom.v2.truth import converted_order, label_volume
 
 SEED = 5
@@ -404,6 +406,48 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     other = generate_v2(tmp_path / "c", 1, 10, options=options)
     assert other.subjects[0].series_instance_uid != runs[0].subjects[0].series_instance_uid
+
+
+def test_site_b_is_another_protocol_and_deterministic(tmp_path: Path) -> None:
+    """site_b: coarser pixels, thicker slices, longer TE (still eligible PD), the nerve brighter than any other
+    tissue; same bytes for the same seed, and other UIDs than the default site's."""
+    options = PhantomV2Options(slices=10, fat_sat_fraction=0.5, three_d_fraction=0.5, other_series=False, site="site_b")
+    runs = [generate_v2(tmp_path / n / "dicom", 4, 9, tmp_path / n / "labels", options) for n in ("a", "b")]
+    assert runs[0] == runs[1] and runs[0].options["site"] == "site_b"
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    default = generate_v2(tmp_path / "default", 4, 9, options=replace(options, site="default"))
+    assert "site" not in default.options  # default manifests are as before profiles existed
+    rules = Settings().eligibility_rules()
+    for s, d in zip(runs[0].subjects, default.subjects, strict=True):
+        assert s.series_instance_uid != d.series_instance_uid and s.study_instance_uid != d.study_instance_uid
+        low, high = SITE_B.unilateral_pixel_mm if s.field_of_view == "unilateral" else SITE_B.bilateral_pixel_mm
+        assert low <= s.pixel_spacing_mm[0] == s.pixel_spacing_mm[1] <= high
+        three_d = s.acquisition == "3D"
+        te_low, te_high = SITE_B.echo_time_3d_ms if three_d else SITE_B.echo_time_2d_ms
+        assert te_low <= s.echo_time_ms <= te_high
+        if three_d:
+            assert SITE_B.thickness_3d_mm[0] <= s.slice_thickness_mm <= SITE_B.thickness_3d_mm[1]
+        else:
+            assert s.slice_thickness_mm in SITE_B.thickness_2d_mm
+        headers = [read_header(p) for p in sorted((tmp_path / "a" / "dicom" / s.dicom_dir).rglob("*.dcm"))]
+        verdict = assess(_facts(headers), rules)
+        assert verdict.eligible, (s.patient_id, verdict.detail)
+    assert {s.acquisition for s in runs[0].subjects} == {"2D", "3D"}
+    with pytest.raises(ValueError, match="unknown site"):
+        PhantomV2Options(site="site_c")
+
+    plans = plan_subjects_v2(4, SEED, **_fractions(PhantomV2Options(fat_sat_fraction=0.0)))
+    for plan in plans:
+        for site, brighter in (("default", False), ("site_b", True)):
+            painted = render_pd(draw_pd(plan, SEED, PhantomV2Options(slices=6, site=site)))
+            nerve = np.any([fraction >= 0.5 for fraction in painted.nerve.values()], axis=0)
+            body = painted.signal > 0.2
+            if brighter:  # site_b: the nerve outshines fat and muscle
+                assert painted.signal[nerve].mean() > np.percentile(painted.signal[body], 95), plan
+            else:  # default PD: fat is brighter than the nerve
+                assert painted.signal[nerve].mean() < np.percentile(painted.signal[body], 90), plan
 
 
 def test_v2_is_the_default_and_v1_stays_available(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

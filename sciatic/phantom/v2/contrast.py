@@ -41,9 +41,10 @@ _NOMINAL: dict[Contrast, Levels] = {
 }
 
 
-def draw_levels(rng: np.random.Generator, contrast: Contrast, patient: bool) -> Levels:
-    """The nominal levels of ``contrast``, each varied by a few per cent; patients' nerves a little brighter."""
-    nominal = _NOMINAL[contrast]
+def draw_levels(rng: np.random.Generator, contrast: Contrast, patient: bool, nominal: Levels | None = None) -> Levels:
+    """The nominal levels of ``contrast`` (or ``nominal``: a site's own), each varied by a few per cent;
+    patients' nerves a little brighter."""
+    nominal = nominal or _NOMINAL[contrast]
     values = {name: value * float(rng.uniform(0.94, 1.06)) for name, value in vars(nominal).items()}
     if patient:
         values["fascicle"] *= 1.08

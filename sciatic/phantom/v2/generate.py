@@ -32,6 +32,7 @@ from sciatic.phantom.v2.scanner import (
     pd_protocol,
     t1_protocol,
 )
+from sciatic.phantom.v2.sites import DEFAULT_SITE, SiteProfile, site_profile
 from sciatic.phantom.v2.stacks import localizer_stacks, pd_stack, slab, t1_stack
 from sciatic.phantom.v2.truth import label_volume, side_records
 from sciatic.phantom.v2.writer import Image, StudyIdentity, write_series
@@ -51,10 +52,23 @@ class PhantomV2Options:
     fat_sat_fraction: float = 0.25
     three_d_fraction: float = 0.25
     other_series: bool = True  # also write the localizer and the T1 coronal series
+    site: str = DEFAULT_SITE.name  # the PD axial protocol (sciatic.phantom.v2.sites): default or site_b
 
     def __post_init__(self) -> None:
         if self.slices is not None and self.slices < 6:
             raise ValueError(f"slices must be >= 6, got {self.slices}")
+        site_profile(self.site)  # refuses an unknown site
+
+    @property
+    def site_profile(self) -> SiteProfile:
+        return site_profile(self.site)
+
+    def as_record(self) -> dict[str, object]:
+        """The options for the manifest; the default site is left out, so default manifests stay as they were."""
+        record = asdict(self)
+        if self.site == DEFAULT_SITE.name:
+            del record["site"]
+        return record
 
 
 def generate_v2(
@@ -81,16 +95,18 @@ def generate_v2(
         three_d_fraction=options.three_d_fraction,
     )
     records = [generate_subject_v2(plan, seed, out, labels, options) for plan in plans]
-    manifest = ManifestV2(seed=seed, options=asdict(options), subjects=records)
+    manifest = ManifestV2(seed=seed, options=options.as_record(), subjects=records)
     manifest.write(out)
     return manifest
 
 
-def _coil(rng: np.random.Generator, body: Body, z: float, rings: tuple[float, ...]) -> Coil:
+def _coil(
+    rng: np.random.Generator, body: Body, z: float, rings: tuple[float, ...], site: SiteProfile = DEFAULT_SITE
+) -> Coil:
     row = body.grid.rows(z, z).start
     centres = [(float(leg.axis_x.value[row]), float(leg.axis_y.value[row])) for leg in body.legs]
     radius = max(float(leg.radius_lateral.value[row]) for leg in body.legs)
-    return draw_coil(rng, centres, radius, tuple(z + dz for dz in rings))
+    return draw_coil(rng, centres, radius, tuple(z + dz for dz in rings), site.coil)
 
 
 def _acquire(
@@ -107,9 +123,12 @@ def content_key(plan: SubjectPlanV2, options: PhantomV2Options) -> str:
 
     It goes into every UID, so that one UID never names two different
     images: the same seed with another subject count or other fractions
-    draws other subjects, and they get other UIDs.
+    draws other subjects, and they get other UIDs. Another site images the
+    same plan differently, so its name joins the key (the default site's key
+    is what it always was).
     """
-    return hashlib.sha256(repr((plan, options.slices)).encode()).hexdigest()[:16]
+    content = (plan, options.slices) if options.site == DEFAULT_SITE.name else (plan, options.slices, options.site)
+    return hashlib.sha256(repr(content).encode()).hexdigest()[:16]
 
 
 def _identity(
@@ -209,18 +228,19 @@ class PdDraw:
 
 
 def draw_pd(plan: SubjectPlanV2, seed: int, options: PhantomV2Options) -> PdDraw:
-    """The subject's body and its PD axial series' geometry, protocol and tissue signals."""
+    """The subject's body and its PD axial series' geometry, protocol and tissue signals (at ``options.site``)."""
+    site = options.site_profile
     rng = np.random.default_rng([seed, plan.index, 2])
     frame = draw_frame(rng)
-    slices, spacing, thickness = slab(rng, plan, options.slices)
+    slices, spacing, thickness = slab(rng, plan, options.slices, site)
     extent = (slices - 1) * spacing
     z_centre = place_slab(rng, plan, frame, extent)
     splits = split_levels(rng, plan, frame, (z_centre - extent / 2, z_centre + extent / 2))
     body, designed = draw_body(rng, plan, frame, splits)
     position = PatientPosition.HFS if rng.uniform() < 0.5 else PatientPosition.FFS
-    stack, phase = pd_stack(rng, plan, body, position, (z_centre, slices, spacing, thickness))
-    protocol = pd_protocol(rng, plan.fat_sat, plan.three_d, phase)
-    levels = draw_levels(rng, protocol.contrast, plan.cohort is Cohort.PATIENT)
+    stack, phase = pd_stack(rng, plan, body, position, (z_centre, slices, spacing, thickness), site)
+    protocol = pd_protocol(rng, plan.fat_sat, plan.three_d, phase, site)
+    levels = draw_levels(rng, protocol.contrast, plan.cohort is Cohort.PATIENT, site.levels.get(protocol.contrast))
     return PdDraw(rng, body, designed, position, stack, protocol, levels)
 
 
@@ -238,7 +258,7 @@ def generate_subject_v2(
     draw = draw_pd(plan, seed, options)
     rng, body, stack, protocol = draw.rng, draw.body, draw.stack, draw.protocol
     rendered = render_pd(draw)
-    coil = _coil(rng, body, stack.centre[2], (-45.0, 45.0))
+    coil = _coil(rng, body, stack.centre[2], (-45.0, 45.0), options.site_profile)
     pixels, storage = _acquire(rng, rendered, coil.sensitivity(stack), draw.levels, protocol)
     key = content_key(plan, options)
     study = _identity(rng, seed, key, plan, draw.position)

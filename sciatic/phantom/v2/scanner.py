@@ -13,6 +13,7 @@ from sciatic.phantom.acquisition import PhaseEncoding
 from sciatic.phantom.v2.contrast import Contrast
 from sciatic.phantom.v2.planes import Stack
 from sciatic.phantom.v2.profiles import F32, FloatArray
+from sciatic.phantom.v2.sites import DEFAULT_SITE, CoilDesign, SiteProfile
 
 
 class SeriesKind(StrEnum):
@@ -48,14 +49,20 @@ def _ms(rng: np.random.Generator, low: float, high: float, step: float) -> float
     return round(float(rng.uniform(low, high)) / step) * step
 
 
-def pd_protocol(rng: np.random.Generator, fat_sat: bool, three_d: bool, phase_encoding: PhaseEncoding) -> Protocol:
-    """Proton-density axial: 2D TSE or 3D TSE, with or without fat saturation."""
+def pd_protocol(
+    rng: np.random.Generator,
+    fat_sat: bool,
+    three_d: bool,
+    phase_encoding: PhaseEncoding,
+    site: SiteProfile = DEFAULT_SITE,
+) -> Protocol:
+    """Proton-density axial: 2D TSE or 3D TSE, with or without fat saturation, at the ``site``'s echo times."""
     tag = "FS " if fat_sat else ""
     if three_d:
-        timing = (_ms(rng, 1100, 1600, 10), _ms(rng, 26, 36, 1), int(rng.integers(40, 64)), 120.0)
+        timing = (_ms(rng, 1100, 1600, 10), _ms(rng, *site.echo_time_3d_ms, 1), int(rng.integers(40, 64)), 120.0)
         description, name, kind = f"PD 3D {tag}AX THIGH", f"*tse3d1_{timing[2]}", "3D"
     else:
-        timing = (_ms(rng, 2500, 4200, 10), _ms(rng, 20, 34, 1), int(rng.integers(7, 13)), 150.0)
+        timing = (_ms(rng, 2500, 4200, 10), _ms(rng, *site.echo_time_2d_ms, 1), int(rng.integers(7, 13)), 150.0)
         description, name, kind = f"PD TSE {tag}AX THIGH", f"*tse2d1_{timing[2]}", "2D"
     return Protocol(
         kind=SeriesKind.PD_AXIAL,
@@ -178,20 +185,28 @@ def _spread(values: NDArray[np.floating[Any]], weights: tuple[NDArray[np.intp], 
 
 
 def draw_coil(
-    rng: np.random.Generator, centres: list[tuple[float, float]], radius: float, rings: tuple[float, ...]
+    rng: np.random.Generator,
+    centres: list[tuple[float, float]],
+    radius: float,
+    rings: tuple[float, ...],
+    design: CoilDesign = DEFAULT_SITE.coil,
 ) -> Coil:
     """A flexible array wrapped around each thigh at (x, y) ``centres`` (LPS mm), a ring of elements at each z."""
-    positions, reach = [], []
+    positions, reach, behind = [], [], []
     for x, y in centres:
-        count = int(rng.integers(4, 9))
+        count = int(rng.integers(*design.elements))
         start = rng.uniform(0, 2 * np.pi)
         for n in range(count):
             angle = start + 2 * np.pi * n / count + rng.normal(0, 0.1)
-            distance = radius + rng.uniform(8, 20)
+            distance = radius + rng.uniform(*design.distance_mm)
             for z in rings:
                 positions.append((x + distance * np.cos(angle), y + distance * np.sin(angle), z))
-                reach.append(rng.uniform(70, 110))
-    return Coil(np.array(positions), np.array(reach), rng.uniform(0.8, 1.2, len(reach)))
+                reach.append(rng.uniform(*design.reach_mm))
+                behind.append(max(0.0, float(np.sin(angle))))  # LPS +y is posterior
+    gain = rng.uniform(*design.gain, len(reach))
+    if design.posterior_gain != 1.0:
+        gain = gain * (1 + (design.posterior_gain - 1) * np.array(behind))
+    return Coil(np.array(positions), np.array(reach), gain)
 
 
 @dataclass(frozen=True)

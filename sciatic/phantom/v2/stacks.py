@@ -11,9 +11,10 @@ from sciatic.phantom.geometry import PatientPosition
 from sciatic.phantom.v2.paint import Body
 from sciatic.phantom.v2.plan import FieldOfView, SubjectPlanV2
 from sciatic.phantom.v2.planes import Orientation, Stack, directions
+from sciatic.phantom.v2.sites import DEFAULT_SITE, SiteProfile
 
-SLICES_2D, SLICES_3D = (28, 40), (56, 72)
-THICKNESS_2D_MM = (3.0, 3.5, 4.0, 4.5, 5.0)
+SLICES_2D, SLICES_3D = DEFAULT_SITE.slices_2d, DEFAULT_SITE.slices_3d
+THICKNESS_2D_MM = DEFAULT_SITE.thickness_2d_mm
 
 
 def _ceil16(value: float) -> int:
@@ -50,19 +51,21 @@ def pd_stack(
     body: Body,
     position: PatientPosition,
     slab: tuple[float, int, float, float],
+    site: SiteProfile = DEFAULT_SITE,
 ) -> tuple[Stack, PhaseEncoding]:
-    """The PD axial stack: one thigh at 0.6-0.8 mm, or both at 0.85-1.1 mm (rectangular field of view)."""
+    """The PD axial stack: one thigh at 0.6-0.8 mm, or both at 0.85-1.1 mm (rectangular field of view);
+    the pixel ranges are the ``site``'s."""
     z_centre, slices, spacing, thickness = slab
     half = (slices - 1) * spacing / 2 + 20
     x0, x1, y0, y1 = xy_extent(body, z_centre - half, z_centre + half)
     r, c = directions(Orientation.AXIAL, position, _obliquity(rng, 2.5))
     if plan.field_of_view is FieldOfView.UNILATERAL:
-        pixel = round(float(rng.uniform(0.6, 0.8)), 4)
+        pixel = round(float(rng.uniform(*site.unilateral_pixel_mm)), 4)
         side = max(x1 - x0, y1 - y0) + rng.uniform(15, 35)
         rows = columns = _ceil16(side / pixel)
         phase = PhaseEncoding.ROW if rng.uniform() < 0.5 else PhaseEncoding.COL
     else:
-        pixel = round(float(rng.uniform(0.85, 1.1)), 4)
+        pixel = round(float(rng.uniform(*site.bilateral_pixel_mm)), 4)
         columns = _ceil16((x1 - x0 + rng.uniform(20, 45)) / pixel)
         rows = _ceil16((y1 - y0 + rng.uniform(20, 45)) / pixel)
         phase = PhaseEncoding.COL
@@ -71,14 +74,16 @@ def pd_stack(
     return stack, phase
 
 
-def slab(rng: np.random.Generator, plan: SubjectPlanV2, slices: int | None) -> tuple[int, float, float]:
-    """PD slices, spacing and thickness (mm)."""
+def slab(
+    rng: np.random.Generator, plan: SubjectPlanV2, slices: int | None, site: SiteProfile = DEFAULT_SITE
+) -> tuple[int, float, float]:
+    """PD slices, spacing and thickness (mm), within the ``site``'s ranges."""
     if plan.three_d:
-        thickness = round(float(rng.uniform(0.9, 1.2)), 2)
-        return slices or int(rng.integers(SLICES_3D[0], SLICES_3D[1] + 1)), thickness, thickness
-    thickness = float(rng.choice(THICKNESS_2D_MM))
+        thickness = round(float(rng.uniform(*site.thickness_3d_mm)), 2)
+        return slices or int(rng.integers(site.slices_3d[0], site.slices_3d[1] + 1)), thickness, thickness
+    thickness = float(rng.choice(site.thickness_2d_mm))
     spacing = round(thickness * float(rng.choice([1.0, 1.1, 1.2])), 2)
-    return slices or int(rng.integers(SLICES_2D[0], SLICES_2D[1] + 1)), spacing, thickness
+    return slices or int(rng.integers(site.slices_2d[0], site.slices_2d[1] + 1)), spacing, thickness
 
 
 def t1_stack(rng: np.random.Generator, body: Body, position: PatientPosition, pd: Stack) -> Stack:

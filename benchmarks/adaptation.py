@@ -1,0 +1,564 @@
+"""Adaptation to a new site through the real retraining path: does the shipped model, fine-tuned on N of the
+site's labels, become one that works there, without forgetting the old site?
+
+The new site is phantom v2's ``site_b`` profile (another vendor's PD contrast,
+coarser pixels and thicker slices, another coil: docs/phantom.md, "Sites"),
+which the shipped model never saw. For each N of ``--n``, in a fresh data
+folder (embedded SQLite, or a throwaway database on the PostgreSQL server of
+``--database-url``), with every other ``SCIATIC_`` setting cleared:
+
+1. the champion (``--checkpoint``, the shipped model) is installed as
+   production with its sha256, as ``sciatic models add --promote`` does;
+2. N new-site studies (seed ``--label-seed``, localizer and T1 coronal
+   included) arrive in the drop folder and the real nightly job runs
+   (``run_nightly``: ingest, conversion, eligibility, segmentation by the
+   champion, metrics, QC);
+3. their N ground-truth labels are put into the labels folder and imported by
+   the real label import (``pipeline.label_import``: ``sciatic labels import``);
+4. the real retraining path runs, as the ``sciatic_retrain`` DAG calls it:
+   ``pipeline.start_training_run`` (a subject split; fine-tuning from the
+   champion, replay from its training runs, as the service's defaults say),
+   ``pipeline.train_challenger`` with ``SCIATIC_TRAIN_MAX_MINUTES`` =
+   ``--budget-minutes``, and ``pipeline.evaluate_and_decide`` (promoted or
+   kept, on the run's own test subjects, with the paired bootstrap interval
+   recorded in ``training_run``);
+5. champion and challenger are scored with ``score_cases`` (the project's one
+   evaluation loop) on ``--test`` held-out new-site series (seed
+   ``--test-seed``) and ``--old-test`` old-site series (phantom v2 default,
+   seed ``--old-seed``). The champion is the same file for every N, so it is
+   scored once.
+
+Targets, at the largest N (16 by default): the challenger is promoted; the
+production model after the run has mean Dice >= 0.85 and failures (Dice <
+``SCIATIC_FAILURE_DICE``) <= 5% on the new site's held-out series; its
+old-site mean Dice is within 0.02 of the champion's (no forgetting). The
+tables are markdown; the exit status is 1 when a target is missed.
+
+    .venv/bin/python benchmarks/adaptation.py [--n 4,8,16] [--budget-minutes 20] [--test 20] [--old-test 20]
+        [--label-seed 401] [--test-seed 402] [--old-seed 301] [--epochs E] [--slices K]
+        [--checkpoint PT] [--database-url postgresql+psycopg2://user@host/postgres] [--work DIR] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import describe_machine, machine, print_table
+from sciatic.model.demo_model import PhantomCase, phantom_cases, read_digest
+from sciatic.model.shipped import SHIPPED_MODEL
+from sciatic.phantom import PhantomV2Options, generate_v2
+from sciatic.phantom.v2.manifest import SubjectRecordV2
+
+if TYPE_CHECKING:
+    from sciatic.model.train import Evaluation
+    from sciatic.nightly import NightlySummary
+
+NEW_SITE = "site_b"
+RUN_ID = "benchmark-adaptation"
+MIN_LABELLED = 3  # a training run needs a train, a validation and a test subject (steps.retrain)
+TARGET_DICE = 0.85
+TARGET_FAILURES = 0.05
+TARGET_FORGETTING = 0.02
+
+
+def parse_counts(text: str) -> tuple[int, ...]:
+    counts = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    if not counts or counts[0] < MIN_LABELLED:
+        raise argparse.ArgumentTypeError(f"give label counts of at least {MIN_LABELLED}, e.g. 4,8,16")
+    return counts
+
+
+# --------------------------------------------------------------------------- scores
+
+
+@dataclass(frozen=True)
+class Score:
+    """One model on one set of held-out series."""
+
+    mean_dice: float
+    failure_rate: float
+    series: int
+    dice: dict[str, float]
+
+    @classmethod
+    def of(cls, evaluation: Evaluation) -> Score:
+        return cls(evaluation.mean_dice, evaluation.failure_rate, len(evaluation.dice), dict(evaluation.dice))
+
+
+def score(checkpoint: Path, sha256: str, cases: Sequence[PhantomCase]) -> Score:
+    """``score_cases`` of the checkpoint on ``cases``, with the service's failure threshold and clean-up."""
+    from sciatic.config import get_settings
+    from sciatic.model.data import as_case
+    from sciatic.model.infer import load_model
+    from sciatic.model.train import score_cases
+
+    settings = get_settings()
+    bundle = load_model(checkpoint, sha256, settings.device)
+    items = [as_case(case.item, name=case.record.patient_id) for case in cases]
+    return Score.of(score_cases(bundle, items, settings.failure_dice, settings.drop_stray_components))
+
+
+# --------------------------------------------------------------------------- the service's set-up
+
+
+def configure(data: Path, database_url: str | None, budget_minutes: float, epochs: int | None) -> None:
+    """Point the service at ``data`` (and ``database_url``), no waiting, the training budget; nothing else set."""
+    from sciatic.config import get_settings
+    from sciatic.db.session import forget_engines
+
+    forget_engines()
+    for key in [k for k in os.environ if k.startswith("SCIATIC_")]:
+        del os.environ[key]
+    os.environ.update(
+        {
+            "SCIATIC_DATA_DIR": str(data),
+            "SCIATIC_SERIES_QUIET_SECONDS": "0",
+            "SCIATIC_FILE_SETTLE_SECONDS": "0",
+            "SCIATIC_TRAIN_MAX_MINUTES": str(budget_minutes),
+        }
+    )
+    if database_url is not None:
+        os.environ["SCIATIC_DATABASE_URL"] = database_url
+    if epochs is not None:
+        os.environ["SCIATIC_TRAIN_EPOCHS"] = str(epochs)
+    get_settings.cache_clear()
+
+
+@contextmanager
+def fresh_postgres(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``server_url``, dropped afterwards; its URL."""
+    name = f"sciatic_bench_adaptation_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        from sciatic.db.session import forget_engines
+
+        forget_engines()
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def install_champion(checkpoint: Path) -> tuple[int, str]:
+    """Migrate the database and install ``checkpoint`` (sha256 from its ``.sha256`` file) as production."""
+    from sciatic.config import get_settings
+    from sciatic.db import migrate
+    from sciatic.db.session import default_engine
+    from sciatic.steps.models import add_model
+
+    settings = get_settings()
+    migrate.upgrade(settings.effective_database_url)
+    added = add_model(settings, default_engine(), checkpoint, promote=True, sha256=champion_sha256(checkpoint))
+    return added.model_id, added.name
+
+
+def champion_sha256(checkpoint: Path) -> str:
+    return read_digest(checkpoint.with_suffix(".sha256"))
+
+
+# --------------------------------------------------------------------------- what a site does
+
+
+@dataclass(frozen=True)
+class SiteStudies:
+    """N generated new-site studies: their folders (outside the service) and their ground truth."""
+
+    root: Path
+    truth: Path
+    subjects: list[SubjectRecordV2]
+
+
+def make_site_studies(work: Path, n: int, seed: int, slices: int | None) -> SiteStudies:
+    root, truth = work / "incoming", work / "truth"
+    options = PhantomV2Options(slices=slices, site=NEW_SITE)
+    return SiteStudies(root, truth, generate_v2(root, n, seed, labels_dir=truth, options=options).subjects)
+
+
+def deliver(studies: SiteStudies, drop: Path) -> None:
+    """The study folders into the drop folder, as from the scanner (the manifest stays behind)."""
+    for record in studies.subjects:
+        shutil.move(str(studies.root / record.dicom_dir), drop / record.dicom_dir)
+
+
+def label_studies(studies: SiteStudies, labels: Path) -> tuple[int, int]:
+    """Staff's labels into the labels folder, then ``sciatic labels import``; (imported, refused or waiting)."""
+    from sciatic import pipeline
+
+    labels.mkdir(parents=True, exist_ok=True)
+    for record in studies.subjects:
+        shutil.copy2(studies.truth / str(record.label_file), labels / str(record.label_file))
+    report = pipeline.label_import(run_id=RUN_ID)
+    return len(report.imported), len(report.refused) + len(report.waiting)
+
+
+# --------------------------------------------------------------------------- retraining as the DAG runs it
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What ``training_run`` and the audit trail say about one run."""
+
+    training_run_id: int
+    retrain_due: bool  # what the DAG's first task would have said (the benchmark trains either way)
+    initial_model_id: int | None  # the champion when fine-tuning; None: from scratch
+    split: dict[str, int]  # series per part: train, val, test, replay
+    decision: str
+    decision_detail: str
+    dice_difference: float | None
+    dice_difference_low: float | None
+    dice_difference_high: float | None
+    challenger_model_id: int
+    challenger_checkpoint: str
+    challenger_sha256: str
+    training_seconds: float  # train(): the budgeted part
+    epochs: int
+    steps: int
+    stopped_by_budget: bool
+    device: str
+    wall_seconds: float  # start_training_run + train_challenger + evaluate_and_decide
+
+
+def retrain() -> TrainingOutcome:
+    """The three retraining tasks of ``sciatic_retrain``, in order, then what they recorded."""
+    from sciatic import pipeline
+
+    due = pipeline.retrain_due(run_id=RUN_ID)
+    start = time.perf_counter()
+    training_run_id = pipeline.start_training_run("manual", run_id=RUN_ID)
+    pipeline.train_challenger(training_run_id, run_id=RUN_ID)
+    pipeline.evaluate_and_decide(training_run_id, run_id=RUN_ID)
+    return recorded(training_run_id, due, time.perf_counter() - start)
+
+
+def recorded(training_run_id: int, due: bool, wall_seconds: float) -> TrainingOutcome:
+    from sqlalchemy import select
+
+    from sciatic.db import registry
+    from sciatic.db.models import PipelineEvent, TrainingRun
+    from sciatic.db.session import default_engine, session_scope
+
+    with session_scope(default_engine()) as session:
+        run = session.get(TrainingRun, training_run_id)
+        assert run is not None and run.challenger_model_id is not None
+        challenger = registry.get(session, run.challenger_model_id)
+        query = select(PipelineEvent).where(
+            PipelineEvent.step == "retrain",
+            PipelineEvent.action == "challenger_trained",
+            PipelineEvent.entity == "training_run",
+            PipelineEvent.entity_id == training_run_id,
+        )
+        trained = dict(session.scalars(query).one().detail or {})
+        return TrainingOutcome(
+            training_run_id=training_run_id,
+            retrain_due=due,
+            initial_model_id=run.initial_model_id,
+            split={part: len(run.split.get(part, [])) for part in ("train", "val", "test", "replay")},
+            decision=run.decision.value,
+            decision_detail=run.decision_detail or "",
+            dice_difference=run.dice_difference,
+            dice_difference_low=run.dice_difference_low,
+            dice_difference_high=run.dice_difference_high,
+            challenger_model_id=challenger.id,
+            challenger_checkpoint=challenger.checkpoint_path,
+            challenger_sha256=challenger.checkpoint_sha256,
+            training_seconds=float(trained["seconds"]),
+            epochs=int(trained["epochs"]),
+            steps=int(trained["steps"]),
+            stopped_by_budget=bool(trained["stopped_by_budget"]),
+            device=str(trained["device"]),
+            wall_seconds=wall_seconds,
+        )
+
+
+# --------------------------------------------------------------------------- one N
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out series of both sites, and the champion's scores on them."""
+
+    new_site: list[PhantomCase]
+    old_site: list[PhantomCase]
+    champion_new: Score
+    champion_old: Score
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """One N: what the service did, and how its challenger scores."""
+
+    n: int
+    champion_model_id: int
+    nightly: str
+    segmented: int
+    problems: list[str]  # new-site PD series the nightly job did not segment, and why
+    labels_imported: int
+    labels_not_imported: int
+    training: TrainingOutcome
+    challenger_new: Score
+    challenger_old: Score
+
+    @property
+    def promoted(self) -> bool:
+        return self.training.decision == "promoted"
+
+
+def adapt(args: argparse.Namespace, work: Path, n: int, held_out: HeldOut, database_url: str | None) -> Adaptation:
+    """Fresh data folder, champion in production, N new-site studies labelled, retraining, scores."""
+    configure(work / "data", database_url, args.budget_minutes, args.epochs)
+    from sciatic.config import get_settings
+    from sciatic.layout import DataLayout
+    from sciatic.nightly import run_nightly
+
+    layout = DataLayout.of(get_settings())
+    print(f"N={n}: {n} new-site studies (seed {args.label_seed}) ...", flush=True)
+    studies = make_site_studies(work, n, args.label_seed, args.slices)
+    champion_id, _ = install_champion(args.checkpoint)
+    deliver(studies, layout.drop)
+    summary = run_nightly(run_id=RUN_ID, progress=sys.stderr.isatty())
+    imported, not_imported = label_studies(studies, layout.labels)
+    print(f"N={n}: nightly job: {summary.ingest}; {imported} labels imported; retraining ...", flush=True)
+    training = retrain()
+    print(f"N={n}: {training.decision} after {training.training_seconds:.0f} s of training; scoring ...", flush=True)
+    challenger = Path(training.challenger_checkpoint)
+    return Adaptation(
+        n=n,
+        champion_model_id=champion_id,
+        nightly=summary.ingest,
+        segmented=len(summary.segmented),
+        problems=nightly_problems(summary),
+        labels_imported=imported,
+        labels_not_imported=not_imported,
+        training=training,
+        challenger_new=score(challenger, training.challenger_sha256, held_out.new_site),
+        challenger_old=score(challenger, training.challenger_sha256, held_out.old_site),
+    )
+
+
+def nightly_problems(summary: NightlySummary) -> list[str]:
+    """PD series refused by the eligibility rules or failed (the localizer and T1 coronal are refused by design)."""
+    refused = [f"{what} not segmented: {why}" for _, what, why in summary.not_segmented if what.startswith("PD")]
+    return refused + [f"series {series_id} failed: {error}" for series_id, error in summary.failed_series]
+
+
+def prepare_held_out(args: argparse.Namespace, work: Path) -> HeldOut:
+    """Generate and convert the held-out series of both sites; score the champion on them once."""
+    configure(work / "scoring", None, args.budget_minutes, args.epochs)  # the service's defaults for scoring
+    print(
+        f"held-out series: {args.test} new-site (seed {args.test_seed}), {args.old_test} old-site "
+        f"(seed {args.old_seed}); scoring the champion ...",
+        flush=True,
+    )
+    new_site = phantom_cases(
+        work / "held-out-new", args.test, args.test_seed, PhantomV2Options(slices=args.slices, site=NEW_SITE)
+    )
+    old_site = phantom_cases(work / "held-out-old", args.old_test, args.old_seed, PhantomV2Options(slices=args.slices))
+    sha256 = champion_sha256(args.checkpoint)
+    champion_new = score(args.checkpoint, sha256, new_site)
+    champion_old = score(args.checkpoint, sha256, old_site)
+    return HeldOut(new_site, old_site, champion_new, champion_old)
+
+
+def run(args: argparse.Namespace, work: Path) -> tuple[HeldOut, list[Adaptation]]:
+    held_out = prepare_held_out(args, work)
+    results = []
+    for n in args.n:
+        folder = work / f"n{n}"
+        with fresh_postgres(args.database_url) if args.database_url else nullcontext(None) as url:
+            results.append(adapt(args, folder, n, held_out, url))
+    return held_out, results
+
+
+# --------------------------------------------------------------------------- targets and tables
+
+
+def production_after(result: Adaptation, held_out: HeldOut) -> tuple[Score, Score]:
+    """(new-site, old-site) scores of the model in production after the run."""
+    if result.promoted:
+        return result.challenger_new, result.challenger_old
+    return held_out.champion_new, held_out.champion_old
+
+
+def targets(result: Adaptation, held_out: HeldOut) -> dict[str, tuple[str, bool]]:
+    """Each target at this N: the value reached, in words, and whether it is met."""
+    new, old = production_after(result, held_out)
+    change = old.mean_dice - held_out.champion_old.mean_dice
+    return {
+        "challenger promoted": (result.training.decision, result.promoted),
+        f"new-site mean Dice >= {TARGET_DICE}": (f"{new.mean_dice:.3f}", new.mean_dice >= TARGET_DICE),
+        f"new-site failures <= {TARGET_FAILURES:.0%}": (f"{new.failure_rate:.0%}", new.failure_rate <= TARGET_FAILURES),
+        f"old-site Dice within {TARGET_FORGETTING} of the champion's": (
+            f"{change:+.3f}",
+            -change <= TARGET_FORGETTING,
+        ),
+    }
+
+
+def interval(training: TrainingOutcome) -> str:
+    if training.dice_difference is None:
+        return "-"
+    low, high = training.dice_difference_low, training.dice_difference_high
+    bounds = "-" if low is None or high is None else f"{low:+.3f}, {high:+.3f}"
+    return f"{training.dice_difference:+.3f} [{bounds}]"
+
+
+def new_site_rows(held_out: HeldOut, results: list[Adaptation]) -> list[list[str]]:
+    champion = held_out.champion_new
+    rows = []
+    for r in results:
+        t = r.training
+        budget = ", budget reached" if t.stopped_by_budget else ""
+        rows.append(
+            [
+                str(r.n),
+                f"{t.split['train']}/{t.split['val']}/{t.split['test']}/{t.split['replay']}",
+                f"{t.training_seconds:.0f} ({t.epochs} epochs, {t.steps} steps{budget})",
+                f"{champion.mean_dice:.3f}",
+                f"{champion.failure_rate:.0%}",
+                f"{r.challenger_new.mean_dice:.3f}",
+                f"{r.challenger_new.failure_rate:.0%}",
+                f"{t.decision} ({t.split['test']} test series)",
+                interval(t),
+            ]
+        )
+    return rows
+
+
+NEW_SITE_HEADER = [
+    "N labels",
+    "train/val/test/replay series",
+    "training s",
+    "champion Dice",
+    "champion failures",
+    "challenger Dice",
+    "challenger failures",
+    "decision",
+    "Dice difference [95% interval]",
+]
+
+
+def old_site_rows(held_out: HeldOut, results: list[Adaptation]) -> list[list[str]]:
+    champion = held_out.champion_old
+    rows = []
+    for r in results:
+        change = r.challenger_old.mean_dice - champion.mean_dice
+        rows.append(
+            [
+                str(r.n),
+                f"{champion.mean_dice:.3f}",
+                f"{r.challenger_old.mean_dice:.3f}",
+                f"{change:+.3f}",
+                "yes" if -change <= TARGET_FORGETTING else "**no**",
+            ]
+        )
+    return rows
+
+
+OLD_SITE_HEADER = ["N labels", "champion Dice", "challenger Dice", "change", f"within {TARGET_FORGETTING}"]
+
+
+def start_of(training: TrainingOutcome) -> str:
+    """Where the challenger's weights came from, and whether anything was replayed."""
+    if training.initial_model_id is None:
+        return "from scratch"
+    if training.split["replay"] == 0:  # replay comes from the training runs behind the champion in this database
+        return f"fine-tuned from model {training.initial_model_id}, nothing replayed (no training run behind it here)"
+    return f"fine-tuned from model {training.initial_model_id}, {training.split['replay']} series replayed"
+
+
+def report(args: argparse.Namespace, info: dict[str, Any], held_out: HeldOut, results: list[Adaptation]) -> bool:
+    """Print the tables; True when every target at the largest N is met."""
+    print()
+    for line in describe_machine(info):
+        print(line)
+    print(
+        f"champion {args.checkpoint.name}; training budget {args.budget_minutes:g} min "
+        f"(SCIATIC_TRAIN_MAX_MINUTES), epochs {args.epochs or 'the service default'}; "
+        f"device {results[0].training.device}"
+    )
+    for r in results:
+        print(
+            f"N={r.n}: {start_of(r.training)}; nightly job: {r.segmented} segmented; "
+            f"labels {r.labels_imported} imported, {r.labels_not_imported} not; retrain due by the service's "
+            f"rule: {'yes' if r.training.retrain_due else 'no'}; {r.training.decision_detail}"
+        )
+        for line in r.problems:
+            print(f"PROBLEM: N={r.n}: {line}")
+    print(f"\nNew site ({NEW_SITE}), {held_out.champion_new.series} held-out series (seed {args.test_seed}):\n")
+    print_table(NEW_SITE_HEADER, new_site_rows(held_out, results))
+    print(f"\nOld site (v2 default), {held_out.champion_old.series} held-out series (seed {args.old_seed}):\n")
+    print_table(OLD_SITE_HEADER, old_site_rows(held_out, results))
+    largest = results[-1]
+    met = targets(largest, held_out)
+    print(f"\nTargets at N={largest.n} (the production model after the run):\n")
+    print_table(["target", "value", "met"], [[k, v, "yes" if ok else "**no**"] for k, (v, ok) in met.items()])
+    return all(ok for _, ok in met.values())
+
+
+def record(
+    args: argparse.Namespace, info: dict[str, Any], held_out: HeldOut, results: list[Adaptation], met: bool
+) -> dict[str, Any]:
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "database_url"}
+    settings["database"] = "postgresql" if args.database_url else "sqlite"
+    return {
+        "settings": settings,
+        "machine": info,
+        "champion": {"new_site": asdict(held_out.champion_new), "old_site": asdict(held_out.champion_old)},
+        "results": [asdict(r) for r in results],
+        "targets": {k: {"value": v, "met": ok} for k, (v, ok) in targets(results[-1], held_out).items()},
+        "targets_met": met,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--n", type=parse_counts, default=(4, 8, 16), help="labelled new-site studies (4,8,16)")
+    parser.add_argument("--budget-minutes", type=float, default=20.0, help="training budget per run (20)")
+    parser.add_argument("--epochs", type=int, help="SCIATIC_TRAIN_EPOCHS (default: the service's)")
+    parser.add_argument("--test", type=int, default=20, help="held-out new-site series (20)")
+    parser.add_argument("--old-test", type=int, default=20, help="held-out old-site series (20)")
+    parser.add_argument("--label-seed", type=int, default=401, help="seed of the labelled new-site studies")
+    parser.add_argument("--test-seed", type=int, default=402, help="seed of the held-out new-site series")
+    parser.add_argument("--old-seed", type=int, default=301, help="seed of the held-out old-site series")
+    parser.add_argument("--slices", type=int, help="PD slices of every study (default: drawn per study)")
+    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_MODEL, help="the champion (with NAME.sha256)")
+    parser.add_argument("--database-url", help="PostgreSQL server URL allowed to CREATE DATABASE (default: SQLite)")
+    parser.add_argument("--work", type=Path, help="keep studies and data folders here (a new folder)")
+    parser.add_argument("--json", type=Path, help="also write every number here")
+    args = parser.parse_args(argv)
+    info = machine()
+    if args.work is not None:
+        args.work.mkdir(parents=True)
+        held_out, results = run(args, args.work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="sciatic-adaptation-") as tmp:
+            held_out, results = run(args, Path(tmp))
+    info["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    met = report(args, info, held_out, results)
+    if args.json:
+        args.json.write_text(json.dumps(record(args, info, held_out, results, met), indent=2, default=str))
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
