@@ -29,6 +29,9 @@ def test_demo_runs_the_whole_job(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert db.execute("SELECT count(*) FROM segmentation").fetchone() == (2,)
         assert db.execute("SELECT count(*) FROM manual_label").fetchone() == (2,)
         assert db.execute("SELECT count(*) FROM qc_result WHERE dice IS NOT NULL").fetchone() == (2,)
+        # the 3-plane localizers: refused by the converter, and recorded as ineligible localizers
+        refused = "SELECT eligible, eligibility_reason, refusal_reason FROM series WHERE status = 'refused'"
+        assert db.execute(refused).fetchall() == [(0, "localizer", "mixed_orientation")] * 2
 
     # running it again replaces the earlier demo, and never a folder that is not one
     assert main(["demo", "--dir", str(folder), "--subjects", "1", "--model", str(model)]) == 0
