@@ -291,8 +291,8 @@ class Settings(BaseSettings):
     ingest_interval_seconds: int = Field(
         300,
         ge=5,
-        description="Seconds between two runs of the ingest DAG (a pass over the drop folder). A new series waits "
-        "up to this long to be indexed, and again after its quiet period to be converted.",
+        description="Seconds between two runs of the ingest DAG (a pass over the drop folder). A series that has "
+        "gone quiet waits up to this long to be converted.",
     )
 
     @classmethod

@@ -124,6 +124,32 @@ def test_quiet_period_and_files_being_written(
     assert not report.converted
 
 
+def test_the_quiet_period_counts_from_arrival_not_from_indexing(
+    database: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A series that went quiet between two passes is converted by the pass that first sees it.
+
+    Arrival is the inode change time: a copy that keeps old modification times
+    (as ``cp -p`` and ``rsync -a`` do) still counts as arriving now.
+    """
+    monkeypatch.setenv("SCIATIC_SERIES_QUIET_SECONDS", "2")
+    get_settings.cache_clear()
+    drop = get_settings().drop_dir
+    old = time.time() - 3600
+    for path in write_stack(drop / "copied", count=3):
+        os.utime(path, (old, old))  # modification times an hour old: arrival is still now
+    first = pipeline.ingest()
+    assert first.indexed == 3 and first.waiting_series == 1 and not first.converted
+    time.sleep(2.5)
+    write_stack(drop / "landed", count=3)
+    time.sleep(2.5)  # both series now quiet for more than 2 s; the second was never seen by a pass
+    second = pipeline.ingest()
+    assert second.indexed == 3 and len(second.converted) == 2
+    with database.connect() as connection:
+        rows = connection.execute(sa.select(DicomInstance.arrived_at, DicomInstance.indexed_at)).all()
+    assert all(arrived is not None and arrived <= indexed for arrived, indexed in rows)
+
+
 def test_a_pass_does_nothing_while_another_holds_the_lock(database: sa.Engine) -> None:
     settings = get_settings()
     write_stack(settings.drop_dir, count=3)

@@ -162,6 +162,9 @@ class DicomInstance(Base):
     archive_path: Mapped[str | None] = mapped_column(PATH, comment="set before the move (intent)")
     state: Mapped[InstanceState] = mapped_column(StrEnumType(InstanceState), default=InstanceState.INDEXED)
     indexed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    arrived_at: Mapped[dt.datetime | None] = mapped_column(
+        comment="when the file landed in the drop folder (its inode change time); NULL: see indexed_at"
+    )
     archived_at: Mapped[dt.datetime | None] = mapped_column()
 
 

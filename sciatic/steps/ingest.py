@@ -163,6 +163,7 @@ class _Found:
     path: Path
     size: int
     mtime: float
+    arrived: float  # inode change time, never later than the pass: when the file landed here
 
 
 def _is_temporary(name: str) -> bool:
@@ -239,7 +240,7 @@ def _examine(
         stat = path.lstat()
     except FileNotFoundError:  # removed by its writer since the listing
         return None
-    found = _Found(path, stat.st_size, stat.st_mtime)
+    found = _Found(path, stat.st_size, stat.st_mtime, min(stat.st_ctime, now))
     if S_ISLNK(stat.st_mode):
         target = os.fsencode(os.readlink(path)).decode("utf-8", "backslashreplace")
         return found, InputRefusedError(ReasonCode.UNSAFE_PATH, f"symbolic link to {target} is not followed"), None
@@ -321,6 +322,7 @@ def _record_batch(
                         "sha256": digest,
                         "size_bytes": found.size,
                         "drop_path": str(found.path),
+                        "arrived_at": dt.datetime.fromtimestamp(found.arrived, dt.UTC),
                     }
                 )
                 existing[header.sop_instance_uid] = digest
@@ -408,10 +410,16 @@ def _as_utc(moment: dt.datetime) -> dt.datetime:
 
 
 def convert_quiet_series(settings: Settings, engine: Engine, now: float, report: IngestReport) -> None:
-    """Convert every series whose new instances have been quiet long enough."""
+    """Convert every series whose new instances have been quiet long enough.
+
+    Quiet since its last file arrived in the drop folder (older rows: since it
+    was indexed), so a study that went quiet between two passes is converted
+    by the pass that finds it, not by the one after.
+    """
+    last_arrival = func.max(func.coalesce(DicomInstance.arrived_at, DicomInstance.indexed_at))
     with session_scope(engine) as session:
         pending = session.execute(
-            select(DicomInstance.series_instance_uid, func.max(DicomInstance.indexed_at))
+            select(DicomInstance.series_instance_uid, last_arrival)
             .where(DicomInstance.state == InstanceState.INDEXED)
             .group_by(DicomInstance.series_instance_uid)
             .order_by(DicomInstance.series_instance_uid)
@@ -485,7 +493,7 @@ def _convert_series(settings: Settings, engine: Engine, series_uid: str, quiet: 
             description=(first.series_description[:128] or None) if first else None,
             expected_instances=completeness.expected if completeness else None,
             n_instances=len(instances),
-            last_instance_at=max(_as_utc(i.indexed_at) for i in instances),
+            last_instance_at=max(_as_utc(i.arrived_at or i.indexed_at) for i in instances),
         )
         if volume is not None and plan is not None and volume_path is not None:
             _set_geometry(series, volume, volume_path, volume_sha)
