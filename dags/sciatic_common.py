@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from airflow.sdk import Asset, get_current_context, timezone
+from airflow.sdk import Asset, AssetAlias, get_current_context, timezone
 
 from sciatic import airflow_setup
 from sciatic.config import get_settings
@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 # New NIfTI volumes exist (emitted by sciatic_ingest); extra: {"series_ids": [...]}.
 VOLUMES = Asset("sciatic://volumes")
+# The ingest task's outlet: through it the task emits a VOLUMES event only when its pass converted something.
+NEW_VOLUMES = AssetAlias("sciatic-new-volumes")
 # New manual labels were imported (emitted by sciatic_labels); extra: {"manual_label_ids": [...]}.
 LABELS = Asset("sciatic://labels")
 

@@ -3,9 +3,11 @@
 
 Every `SCIATIC_INGEST_INTERVAL_SECONDS` (default 300 s, 5 minutes): one ingest pass over
 the drop folder (`sciatic.pipeline.ingest`): index new DICOM files, quarantine bad ones
-with a reason, convert quiet series to NIfTI volumes. When the pass converted at least one series, the `sciatic://volumes`
-Asset is updated (its extra lists the new series ids), which starts `sciatic_segment`.
-A pass that found nothing new ends at `new_volumes` (short-circuit) and emits nothing.
+with a reason, convert the series that have gone quiet to NIfTI volumes. When the pass
+converted at least one series, the same task updates the `sciatic://volumes` Asset (through
+the alias `sciatic-new-volumes`; its extra lists the new series ids), which starts
+`sciatic_segment`. A pass that found nothing new emits nothing. One task, so that a study
+pays for one task start on its way to segmentation.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import datetime as dt
 import logging
 
 from airflow.sdk import dag, get_current_context, task
-from sciatic_common import DEFAULT_ARGS, INGEST_INTERVAL, START_DATE, TAGS, VOLUMES, airflow_run_id
+from sciatic_common import DEFAULT_ARGS, INGEST_INTERVAL, NEW_VOLUMES, START_DATE, TAGS, VOLUMES, airflow_run_id
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +33,20 @@ log = logging.getLogger(__name__)
     doc_md=__doc__,
 )
 def sciatic_ingest() -> None:
-    @task
+    @task(outlets=[NEW_VOLUMES])
     def ingest() -> list[int]:
-        """One pass over the drop folder; returns the ids of newly converted series."""
+        """One pass over the drop folder; announces and returns the ids of newly converted series."""
         from sciatic import pipeline
 
         report = pipeline.ingest(run_id=airflow_run_id())
         log.info("ingest: %s", report.summary())
-        log.info("new series ids: %s", report.converted)
-        return list(report.converted)
+        converted = list(report.converted)
+        if converted:
+            get_current_context()["outlet_events"][NEW_VOLUMES].add(VOLUMES, extra={"series_ids": converted})
+            log.info("asset %s updated for series %s", VOLUMES.uri, converted)
+        return converted
 
-    @task.short_circuit
-    def new_volumes(series_ids: list[int]) -> bool:
-        """Go on to announce the volumes only when the pass converted something."""
-        log.info("%d new volume(s)", len(series_ids))
-        return bool(series_ids)
-
-    @task(outlets=[VOLUMES])
-    def announce_volumes(series_ids: list[int]) -> None:
-        """Emit the volumes Asset event (its extra names the new series)."""
-        get_current_context()["outlet_events"][VOLUMES].extra = {"series_ids": series_ids}
-        log.info("asset %s updated for series %s", VOLUMES.uri, series_ids)
-
-    converted = ingest()
-    new_volumes(converted) >> announce_volumes(converted)
+    ingest()
 
 
 sciatic_ingest()

@@ -61,7 +61,8 @@ def describe(dags_dir: Path) -> dict[str, Any]:
                     "pool": task.pool,
                     "retries": task.retries,
                     "retry_exponential_backoff": bool(task.retry_exponential_backoff),
-                    "outlets": sorted(getattr(o, "uri", "") for o in task.outlets),
+                    # an Asset by its URI, an AssetAlias as alias:<name>
+                    "outlets": sorted(getattr(o, "uri", None) or f"alias:{o.name}" for o in task.outlets),
                     # mapped itself, or inside a mapped task group: one instance per input item
                     "mapped": isinstance(task, MappedOperator) or task.get_closest_mapped_task_group() is not None,
                     "downstream": sorted(task.downstream_task_ids),
@@ -73,7 +74,11 @@ def describe(dags_dir: Path) -> dict[str, Any]:
     if (dags_dir / "sciatic_common.py").exists():
         import sciatic_common  # importable now: the bundle path is on sys.path, as in Airflow
 
-        assets = {"volumes": sciatic_common.VOLUMES.uri, "labels": sciatic_common.LABELS.uri}
+        assets = {
+            "volumes": sciatic_common.VOLUMES.uri,
+            "labels": sciatic_common.LABELS.uri,
+            "new_volumes": f"alias:{sciatic_common.NEW_VOLUMES.name}",
+        }
     return {
         "assets": assets,
         "import_errors": bag.import_errors,

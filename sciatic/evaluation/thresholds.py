@@ -60,9 +60,11 @@ class QcThresholds:
         cross-section. A nerve further forward is in an implausible place.
     max_uncertainty = 0.2
         The network's own doubt (``sciatic.model.infer.uncertainty``): on
-        held-out phantoms it stays below 0.16 and ranks with Dice (Spearman
-        -0.91); corrupted images and forced brain series score 0.2 to 1
-        (benchmarks/uncertainty.py, docs/benchmarks.md).
+        held-out phantom v1 studies it stayed below 0.16 and ranked with Dice
+        (Spearman -0.91); on held-out v2 studies it runs 0.06 to 0.23 and
+        ranks with Dice at -0.74; corrupted images and forced brain series
+        score 0.2 to 1 (benchmarks/uncertainty.py, quality.py, qc.py;
+        docs/benchmarks.md).
     """
 
     csa_min_mm2: float = 10.0
