@@ -201,13 +201,15 @@ def test_model_tasks_run_on_the_gpu_worker(stack: AirflowStack, pg_settings: str
     # The volumes Asset starts a segment run by itself; a manual run finds nothing left to do.
     segment = stack.trigger("sciatic_segment")
     _wait(stack, "segment run", lambda: _run_finished(stack, "sciatic_segment", segment), timeout=180)
+
+    def segment_triggers() -> set[str]:
+        sql = "SELECT run_type FROM dag_run WHERE dag_id = 'sciatic_segment'"
+        return {row[0] for row in _sql(stack.config.metadata_url, sql)}
+
+    # With one active run at a time, the Asset's run may appear only after the manual one: wait for it.
+    _wait(stack, "asset-triggered segment run", lambda: "asset_triggered" in segment_triggers(), timeout=60)
     _wait(stack, "all runs", lambda: _all_runs_finished(stack), timeout=60)
     assert _sql(pg_settings, "SELECT count(*) FROM segmentation")[0][0] == SUBJECTS
-    triggers = {
-        row[0]
-        for row in _sql(stack.config.metadata_url, "SELECT run_type FROM dag_run WHERE dag_id = 'sciatic_segment'")
-    }
-    assert "asset_triggered" in triggers, triggers
 
     host = socket.getfqdn()
     rows = _sql(
