@@ -46,21 +46,17 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import describe_machine, machine, print_table
+from benchmarks._service import configure_service, fresh_postgres, work_folder
 from sciatic.model.demo_model import PhantomCase, phantom_cases, read_digest
 from sciatic.model.shipped import SHIPPED_MODEL
 from sciatic.phantom import PhantomV2Options, generate_v2
@@ -120,43 +116,12 @@ def score(checkpoint: Path, sha256: str, cases: Sequence[PhantomCase]) -> Score:
 
 def configure(data: Path, database_url: str | None, budget_minutes: float, epochs: int | None) -> None:
     """Point the service at ``data`` (and ``database_url``), no waiting, the training budget; nothing else set."""
-    from sciatic.config import get_settings
-    from sciatic.db.session import forget_engines
-
-    forget_engines()
-    for key in [k for k in os.environ if k.startswith("SCIATIC_")]:
-        del os.environ[key]
-    os.environ.update(
-        {
-            "SCIATIC_DATA_DIR": str(data),
-            "SCIATIC_SERIES_QUIET_SECONDS": "0",
-            "SCIATIC_FILE_SETTLE_SECONDS": "0",
-            "SCIATIC_TRAIN_MAX_MINUTES": str(budget_minutes),
-        }
-    )
+    settings = {"train_max_minutes": str(budget_minutes)}
     if database_url is not None:
-        os.environ["SCIATIC_DATABASE_URL"] = database_url
+        settings["database_url"] = database_url
     if epochs is not None:
-        os.environ["SCIATIC_TRAIN_EPOCHS"] = str(epochs)
-    get_settings.cache_clear()
-
-
-@contextmanager
-def fresh_postgres(server_url: str) -> Iterator[str]:
-    """A new, empty database on the server of ``server_url``, dropped afterwards; its URL."""
-    name = f"sciatic_bench_adaptation_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        from sciatic.db.session import forget_engines
-
-        forget_engines()
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        settings["train_epochs"] = str(epochs)
+    configure_service(data, **settings)
 
 
 def install_champion(checkpoint: Path) -> tuple[int, str]:
@@ -384,7 +349,11 @@ def run(args: argparse.Namespace, work: Path) -> tuple[HeldOut, list[Adaptation]
     results = []
     for n in args.n:
         folder = work / f"n{n}"
-        with fresh_postgres(args.database_url) if args.database_url else nullcontext(None) as url:
+        with (
+            fresh_postgres(args.database_url, "sciatic_bench_adaptation")
+            if args.database_url
+            else nullcontext(None) as url
+        ):
             results.append(adapt(args, folder, n, held_out, url))
     return held_out, results
 
@@ -547,12 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every number here")
     args = parser.parse_args(argv)
     info = machine()
-    if args.work is not None:
-        args.work.mkdir(parents=True)
-        held_out, results = run(args, args.work)
-    else:
-        with tempfile.TemporaryDirectory(prefix="sciatic-adaptation-") as tmp:
-            held_out, results = run(args, Path(tmp))
+    with work_folder(args.work, "sciatic-adaptation-") as work:
+        held_out, results = run(args, work)
     info["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     met = report(args, info, held_out, results)
     if args.json:

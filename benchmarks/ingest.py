@@ -42,7 +42,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -53,13 +52,13 @@ from typing import Any
 import nibabel
 import pydicom
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks._machine import cpu_model  # noqa: E402
+from benchmarks._service import fresh_postgres  # noqa: E402
 from sciatic.config import Settings  # noqa: E402
 from sciatic.db import migrate  # noqa: E402
 from sciatic.db.session import make_engine  # noqa: E402
@@ -136,21 +135,6 @@ def raw_header_reads(paths: list[Path]) -> float:
     for path in paths:
         pydicom.dcmread(path, stop_before_pixels=True)
     return time.perf_counter() - start
-
-
-@contextmanager
-def fresh_postgres(server_url: str) -> Iterator[str]:
-    """A new empty database on the server of ``server_url``, dropped afterwards."""
-    name = f"sciatic_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextmanager

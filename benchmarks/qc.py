@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -47,6 +46,7 @@ from pydicom import Dataset, dcmread
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import TEST_SEEDS, describe_machine, machine, parse_seeds
+from benchmarks._service import configure_service, work_folder
 from benchmarks._wrong_inputs import Change, Pixels, blank_nerve, corrupt, label_slices, rewrite_series
 from sciatic.imaging.volume import Volume, check_same_grid, read_volume
 from sciatic.model.shipped import SHIPPED_MODEL
@@ -98,21 +98,7 @@ class Outcome:
 
 def configure(data: Path, include: list[str]) -> None:
     """Point the service at ``data`` (embedded SQLite, no waiting) and force ``include`` into segmentation."""
-    from sciatic.config import get_settings
-    from sciatic.db.session import forget_engines
-
-    forget_engines()
-    for key in [k for k in os.environ if k.startswith("SCIATIC_")]:
-        del os.environ[key]
-    os.environ.update(
-        {
-            "SCIATIC_DATA_DIR": str(data),
-            "SCIATIC_SERIES_QUIET_SECONDS": "0",
-            "SCIATIC_FILE_SETTLE_SECONDS": "0",
-            "SCIATIC_ELIGIBILITY_INCLUDE": ",".join(include),
-        }
-    )
-    get_settings.cache_clear()
+    configure_service(data, eligibility_include=",".join(include))
 
 
 def real_series(root: Path) -> list[Input]:
@@ -389,12 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write every number here")
     args = parser.parse_args(argv)
     info = machine()
-    if args.work is not None:
-        args.work.mkdir(parents=True)
-        result = run(args, args.work)
-    else:
-        with tempfile.TemporaryDirectory(prefix="sciatic-qc-") as tmp:
-            result = run(args, Path(tmp))
+    with work_folder(args.work, "sciatic-qc-") as work:
+        result = run(args, work)
     info["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     rows: list[Outcome] = result["rows"]
     groups = {g: tally([r for r in rows if r.group == g]) for g in GROUPS}
