@@ -17,7 +17,7 @@ from sciatic.dicom.convert import convert_directory, convert_series, load_volume
 from sciatic.dicom.scan import read_header
 from sciatic.dicom.series import plan_series
 from sciatic.errors import FileRefusedError, ReasonCode
-from sciatic.imaging.volume import Volume, read_volume, write_volume
+from sciatic.imaging.volume import Volume, read_volume, read_volume_known, write_volume
 from sciatic.storage import atomic_write, sha256_file
 from tests._dicom_synthetic import AXIAL, mr_dataset, save, slice_pixels, stack_positions, write_stack
 
@@ -130,6 +130,22 @@ def test_converted_volume_round_trips_through_nifti(tmp_path: Path) -> None:
     back = read_volume(tmp_path / "v.nii.gz")
     np.testing.assert_array_equal(back.data, volume.data)
     np.testing.assert_array_equal(back.affine, volume.affine)
+
+
+def test_a_volume_written_here_is_read_from_memory_exactly_as_from_its_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    affine = np.array([[-0.6, 0.1, 0, 10.123456789], [0, 0.8, 0.2, -5], [0.1, 0, 3.0, 7], [0, 0, 0, 1]])
+    original = rng.random((6, 5, 4)).astype(np.float32)
+    digest = write_volume(Volume(original, affine), tmp_path / "v.nii.gz")
+    original[0, 0, 0] = -1.0  # the caller changes its array afterwards
+    remembered = read_volume_known(tmp_path / "v.nii.gz", digest)
+    from_file = read_volume(tmp_path / "v.nii.gz")
+    assert remembered is not from_file and remembered.data.dtype == from_file.data.dtype
+    np.testing.assert_array_equal(remembered.data, from_file.data)
+    np.testing.assert_array_equal(remembered.affine, from_file.affine)  # as stored: float32 precision
+    assert not remembered.data.flags.writeable
+    assert read_volume_known(tmp_path / "v.nii.gz", "0" * 64).data.flags.writeable  # unknown: from the file
+    assert read_volume_known(tmp_path / "v.nii.gz", None) is not remembered
 
 
 def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -29,9 +30,11 @@ __all__ = [
     "Volume",
     "as_mask",
     "check_same_grid",
+    "is_remembered",
     "pixel_area_mm2",
     "read_mask",
     "read_volume",
+    "read_volume_known",
     "slice_normal",
     "slice_spacing_mm",
     "validate_affine",
@@ -86,6 +89,30 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
     return Volume(np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=np.float64))
 
 
+#: Volumes this process wrote, by sha256 (the last few): a step that follows in the
+#: same process (segment after conversion, measure after segment) reads them from here.
+RECENT_VOLUMES = 4
+_recent: OrderedDict[str, Volume] = OrderedDict()
+
+
+def is_remembered(sha256: str) -> bool:
+    """True when this process wrote a volume with that sha256 recently (its bytes are known without reading)."""
+    return sha256 in _recent
+
+
+def read_volume_known(path: str | os.PathLike[str], sha256: str | None) -> Volume:
+    """:func:`read_volume`, from memory when this process wrote the file with that sha256 (``None``: read it).
+
+    What comes from memory is exactly what reading the file gives (its data
+    and the affine as stored), so no result depends on where it came from.
+    The file must still exist: a volume whose file is gone fails as before.
+    """
+    if sha256 is not None and sha256 in _recent and Path(path).is_file():  # a file gone is an error, as always
+        _recent.move_to_end(sha256)
+        return _recent[sha256]
+    return read_volume(path)
+
+
 def write_volume(volume: Volume, path: str | os.PathLike[str]) -> str:
     """Write ``volume`` to ``path`` (``.nii.gz``) atomically; return the file's sha256.
 
@@ -102,7 +129,14 @@ def write_volume(volume: Volume, path: str | os.PathLike[str]) -> str:
     img.set_qform(volume.affine, code=1)
     img.set_sform(volume.affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
-    return atomic_write(target, lambda fp: _write_gzipped_nifti(img, fp))
+    sha256 = atomic_write(target, lambda fp: _write_gzipped_nifti(img, fp))
+    kept = np.array(volume.data, copy=True)  # a later change to the caller's array must not reach it
+    kept.flags.writeable = False
+    _recent[sha256] = Volume(kept, np.asarray(img.header.get_best_affine(), dtype=np.float64))
+    _recent.move_to_end(sha256)
+    while len(_recent) > RECENT_VOLUMES:
+        _recent.popitem(last=False)
+    return sha256
 
 
 def _write_gzipped_nifti(img: Any, fp: BinaryIO) -> None:

@@ -1,6 +1,7 @@
 """The measure step: slice and nerve metrics of one segmentation, stored as rows.
 
-Computed from the mask and volume files (on the same grid, checked) and
+Computed from the mask and volume files (on the same grid, checked; from
+memory when the same process has just written them) and
 written in one transaction that replaces earlier rows, so the step is
 idempotent. The QC step (``sciatic.steps.qc``) reads these rows.
 """
@@ -21,7 +22,7 @@ from sciatic.db.session import session_scope
 from sciatic.errors import SciaticError
 from sciatic.evaluation.anatomy import legs_in_view
 from sciatic.evaluation.metrics import NerveMetrics, nerve_metrics, nerve_metrics_by_side
-from sciatic.imaging.volume import check_same_grid, read_volume
+from sciatic.imaging.volume import check_same_grid, read_volume_known
 
 __all__ = ["compute_metrics", "measure"]
 
@@ -45,7 +46,9 @@ def compute_metrics(engine: Engine, segmentation_id: int) -> dict[Side, tuple[Ne
         series = session.get(Series, segmentation.series_id)
         assert series is not None and series.volume_path is not None
         mask_file, volume_file, laterality = segmentation.mask_path, series.volume_path, series.laterality or ""
-    mask, volume = read_volume(mask_file), read_volume(volume_file)
+        mask_sha, volume_sha = segmentation.mask_sha256, series.volume_sha256
+    # from memory when this process just wrote them (segment, then measure, in one chunk)
+    mask, volume = read_volume_known(mask_file, mask_sha), read_volume_known(volume_file, volume_sha)
     check_same_grid(mask.shape, mask.affine, volume.shape, volume.affine)
     side_tag = laterality if laterality in ("L", "R") else ""
     every = nerve_metrics(mask.data, mask.affine, volume.data)

@@ -57,7 +57,7 @@ def segment_series(
 
 
 def _segment(settings: Settings, engine: Engine, series_id: int, model_id: int, force: bool) -> int:
-    from sciatic.imaging.volume import Volume, read_volume, write_volume
+    from sciatic.imaging.volume import Volume, is_remembered, read_volume_known, write_volume
     from sciatic.model.infer import cached_model, segment_volume
     from sciatic.storage import sha256_file
 
@@ -82,10 +82,10 @@ def _segment(settings: Settings, engine: Engine, series_id: int, model_id: int, 
             model.id,
         )
     start = time.perf_counter()
-    if volume_sha and sha256_file(volume_path) != volume_sha:
+    if volume_sha and not is_remembered(volume_sha) and sha256_file(volume_path) != volume_sha:  # else: as written
         raise SciaticError(f"volume {volume_path} of series {series_id} changed since conversion (sha256 differs)")
     bundle = cached_model(checkpoint, checkpoint_sha, settings.device)
-    volume = read_volume(volume_path)
+    volume = read_volume_known(volume_path, volume_sha)  # from memory when this process converted it
     result = segment_volume(
         bundle,
         volume.data,
