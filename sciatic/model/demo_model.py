@@ -46,9 +46,9 @@ from sciatic.phantom import PhantomOptions, PhantomV2Options, SubjectRecord, gen
 from sciatic.phantom.v2 import SubjectRecordV2
 
 DEFAULT_OUT = Path("sciatic/model/phantom-cascade.pt")
-DEFAULT_SUBJECTS = 48
+DEFAULT_SUBJECTS = 72
 DEFAULT_SEED = 11  # phantom subjects, the train/validation split and training all follow from it
-DEFAULT_EPOCHS = 30
+DEFAULT_EPOCHS = 40
 VALIDATION_FRACTION = 0.2
 #: Intra-op threads while training. CPU results depend on the thread count
 #: (reductions are split differently), so it is fixed rather than taken from
