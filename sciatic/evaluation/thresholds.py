@@ -61,8 +61,8 @@ class QcThresholds:
     max_uncertainty = 0.2
         The network's own doubt (``sciatic.model.infer.uncertainty``): on
         held-out phantom v1 studies it stayed below 0.16 and ranked with Dice
-        (Spearman -0.91); on held-out v2 studies it runs 0.06 to 0.23 and
-        ranks with Dice at -0.74; corrupted images and forced brain series
+        (Spearman -0.91); on held-out v2 studies it runs 0.05 to 0.22 and
+        ranks with Dice at -0.79; corrupted images and forced brain series
         score 0.2 to 1 (benchmarks/uncertainty.py, quality.py, qc.py;
         docs/benchmarks.md).
     """
