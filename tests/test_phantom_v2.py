@@ -7,6 +7,7 @@ import subprocess
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image
 import numpy as np
@@ -301,15 +302,20 @@ def test_the_nerve_splits_into_a_larger_medial_tibial_and_a_lateral_peroneal_bra
                 assert abs(x[larger]) < abs(x[smaller])  # medial: nearer the body's midline
 
 
+def _one_thigh(rng: np.random.Generator, plan: SubjectPlanV2, extent: float) -> tuple[Any, Any, float, int]:
+    """A one-thigh body around a slab of ``extent`` mm: (body, its leg, the slab's centre z, its grid row)."""
+    frame = draw_frame(rng)
+    z = place_slab(rng, plan, frame, extent)
+    body, _ = draw_body(rng, plan, frame, split_levels(rng, plan, frame, (z - extent / 2, z + extent / 2)))
+    (leg,) = body.legs
+    return body, leg, z, body.grid.rows(z, z).start
+
+
 def test_fat_saturation_darkens_fat_and_marrow() -> None:
     """Rendered without noise, subcutaneous fat is bright in PD and dark with fat saturation; muscle is not."""
     rng = np.random.default_rng(3)
     plan = SubjectPlanV2(0, Cohort.CONTROL, FieldOfView.UNILATERAL, (Side.RIGHT,), False, False, False, 0)
-    frame = draw_frame(rng)
-    z = place_slab(rng, plan, frame, 40.0)
-    body, _ = draw_body(rng, plan, frame, split_levels(rng, plan, frame, (z - 20, z + 20)))
-    (leg,) = body.legs
-    row = body.grid.rows(z, z).start
+    body, leg, z, row = _one_thigh(rng, plan, 40.0)
     x, y = float(leg.axis_x.value[row]), float(leg.axis_y.value[row])
     r, c = directions(Orientation.AXIAL, PatientPosition.HFS, (0.0, 0.0, 0.0))
     stack = Stack(256, 256, 1, 0.75, 0.75, 4.0, 4.0, r, c, (x, y, z), True)
@@ -330,11 +336,7 @@ def test_partial_volume_sampling_converges() -> None:
     """The nerve fraction comes from sub-pixel samples: finer sampling changes the area by well under a pixel ring."""
     rng = np.random.default_rng(8)
     plan = SubjectPlanV2(0, Cohort.PATIENT, FieldOfView.UNILATERAL, (Side.LEFT,), True, False, False, 1)
-    frame = draw_frame(rng)
-    z = place_slab(rng, plan, frame, 60.0)
-    body, _ = draw_body(rng, plan, frame, split_levels(rng, plan, frame, (z - 30, z + 30)))
-    (leg,) = body.legs
-    row = body.grid.rows(z, z).start
+    body, leg, z, row = _one_thigh(rng, plan, 60.0)
     r, c = directions(Orientation.AXIAL, PatientPosition.FFS, (3.0, -2.0, 4.0))
     centre = (float(leg.axis_x.value[row]), float(leg.axis_y.value[row]), z)
     stack = Stack(224, 224, 3, 0.9, 0.9, 5.0, 5.0, r, c, centre, False)
