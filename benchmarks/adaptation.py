@@ -17,7 +17,9 @@ folder (embedded SQLite, or a throwaway database on the PostgreSQL server of
    the real label import (``pipeline.label_import``: ``sciatic labels import``);
 4. the real retraining path runs, as the ``sciatic_retrain`` DAG calls it:
    ``pipeline.start_training_run`` (a subject split; fine-tuning from the
-   champion, replay from its training runs, as the service's defaults say),
+   champion, replay from its training runs or regenerated phantom studies
+   like the shipped model's, and the old site's reference series, as the
+   service's defaults say),
    ``pipeline.train_challenger`` with ``SCIATIC_TRAIN_MAX_MINUTES`` =
    ``--budget-minutes``, and ``pipeline.evaluate_and_decide`` (promoted or
    kept, on the run's own test subjects, with the paired bootstrap interval
@@ -186,7 +188,7 @@ class TrainingOutcome:
     training_run_id: int
     retrain_due: bool  # what the DAG's first task would have said (the benchmark trains either way)
     initial_model_id: int | None  # the champion when fine-tuning; None: from scratch
-    split: dict[str, int]  # series per part: train, val, test, replay
+    split: dict[str, int]  # series per part: train, val, test, replay, reference; phantom replay and reference
     decision: str
     decision_detail: str
     dice_difference: float | None
@@ -237,7 +239,11 @@ def recorded(training_run_id: int, due: bool, wall_seconds: float) -> TrainingOu
             training_run_id=training_run_id,
             retrain_due=due,
             initial_model_id=run.initial_model_id,
-            split={part: len(run.split.get(part, [])) for part in ("train", "val", "test", "replay")},
+            split={
+                **{part: len(run.split.get(part, [])) for part in ("train", "val", "test", "replay", "reference")},
+                "phantom_replay": int(trained.get("replayed_phantoms", 0)),
+                "phantom_reference": int(dict(run.split.get("phantom") or {}).get("reference_subjects", 0)),
+            },
             decision=run.decision.value,
             decision_detail=run.decision_detail or "",
             dice_difference=run.dice_difference,
@@ -397,10 +403,11 @@ def new_site_rows(held_out: HeldOut, results: list[Adaptation]) -> list[list[str
     for r in results:
         t = r.training
         budget = ", budget reached" if t.stopped_by_budget else ""
+        replayed = t.split["replay"] + t.split["phantom_replay"]
         rows.append(
             [
                 str(r.n),
-                f"{t.split['train']}/{t.split['val']}/{t.split['test']}/{t.split['replay']}",
+                f"{t.split['train']}/{t.split['val']}/{t.split['test']}/{replayed}",
                 f"{t.training_seconds:.0f} ({t.epochs} epochs, {t.steps} steps{budget})",
                 f"{champion.mean_dice:.3f}",
                 f"{champion.failure_rate:.0%}",
@@ -450,9 +457,10 @@ def start_of(training: TrainingOutcome) -> str:
     """Where the challenger's weights came from, and whether anything was replayed."""
     if training.initial_model_id is None:
         return "from scratch"
-    if training.split["replay"] == 0:  # replay comes from the training runs behind the champion in this database
-        return f"fine-tuned from model {training.initial_model_id}, nothing replayed (no training run behind it here)"
-    return f"fine-tuned from model {training.initial_model_id}, {training.split['replay']} series replayed"
+    split = training.split
+    replayed = f"{split['replay']} labelled series and {split['phantom_replay']} regenerated phantom studies replayed"
+    guard = f"{split['reference']} earlier test series and {split['phantom_reference']} phantom studies as the old site"
+    return f"fine-tuned from model {training.initial_model_id}; {replayed}; {guard}"
 
 
 def report(args: argparse.Namespace, info: dict[str, Any], held_out: HeldOut, results: list[Adaptation]) -> bool:

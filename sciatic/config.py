@@ -207,6 +207,19 @@ class Settings(BaseSettings):
         description="Fine-tuning: up to this share of the training series are replayed from the training runs "
         "behind the production model, against forgetting (0: none).",
     )
+    train_reference_series: int = Field(
+        8,
+        ge=0,
+        description="When the production model descends from the shipped phantom model: phantom studies like "
+        "those it learnt on, regenerated for each training run, on which challenger and production are both "
+        "scored against forgetting (0: none). Fine-tuning also replays such studies up to the replay share.",
+    )
+    promote_max_forgetting: float = Field(
+        0.02,
+        ge=0,
+        description="A challenger whose mean Dice on the reference series of the old site (earlier test series, "
+        "regenerated phantom studies) falls more than this below production's is not promoted.",
+    )
     train_max_minutes: float = Field(
         0.0, ge=0, description="Wall-time budget of a training run, in minutes; 0: the epochs alone decide."
     )

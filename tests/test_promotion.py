@@ -94,3 +94,25 @@ def test_without_a_champion_the_minimum_dice_decides() -> None:
 def test_both_models_must_be_scored_on_the_same_series() -> None:
     with pytest.raises(ValueError, match="different series"):
         decide(PromotionRule(), {"1": 0.9, "2": 0.8}, {"1": 0.5, "3": 0.5})
+
+
+def test_a_challenger_that_forgets_the_old_site_is_kept_out() -> None:
+    challenger = _series([0.85, 0.9, 0.88, 0.92, 0.8])
+    champion = _series([0.3, 0.5, 0.2, 0.4, 0.45])
+    old_site = {"phantom 0": 0.9, "phantom 1": 0.9, "series 7": 0.86}
+    forgot = {"phantom 0": 0.85, "phantom 1": 0.88, "series 7": 0.83}  # 0.033 below on average
+    rule = PromotionRule(margin=0.01, max_forgetting=0.02)
+    verdict = decide(rule, challenger, champion, (forgot, old_site))
+    assert not verdict.promote and verdict.forgetting == pytest.approx(0.1 / 3)
+    assert "on 3 reference series of the old site" in verdict.detail and "beyond the 0.02 allowed" in verdict.detail
+    slight = {"phantom 0": 0.89, "phantom 1": 0.89, "series 7": 0.86}  # 0.0067 below: within the tolerance
+    kept_in = decide(rule, challenger, champion, (slight, old_site))
+    assert kept_in.promote and "within the 0.02 allowed" in kept_in.detail
+    assert decide(PromotionRule(max_forgetting=0.05), challenger, champion, (forgot, old_site)).promote
+    assert decide(rule, challenger, champion, None).forgetting is None
+
+
+def test_reference_series_must_match_too() -> None:
+    better, worse = _series([0.9, 0.9]), _series([0.1, 0.1])
+    with pytest.raises(ValueError, match="different reference series"):
+        decide(PromotionRule(), better, worse, ({"phantom 0": 0.9}, {"phantom 1": 0.9}))

@@ -16,8 +16,11 @@ from sciatic.config import get_settings
 from sciatic.db.models import ModelVersion, PipelineEvent, TrainingRun
 from sciatic.db.queries import LabelledSeries
 from sciatic.db.session import default_engine, session_scope
+from sciatic.layout import DataLayout
 from sciatic.model.checkpoint import load_checkpoint, save_checkpoint, state_digest
 from sciatic.model.configs import UNetConfig, get_config
+from sciatic.model.old_site import PhantomOldSite
+from sciatic.model.shipped import SHIPPED_MODEL
 from sciatic.model.unet import build_model
 from sciatic.phantom.generate import PhantomOptions, generate
 from sciatic.steps.models import add_model
@@ -155,7 +158,8 @@ def test_retraining_fine_tunes_replays_and_promotes_only_a_better_model(
     with session_scope(default_engine()) as session:
         scratch = session.scalars(sa.select(TrainingRun).order_by(TrainingRun.id.desc())).first()
         assert scratch is not None and scratch.id != first
-        assert scratch.initial_model_id is None and scratch.config_name == "cascade" and scratch.split == run.split
+        assert scratch.initial_model_id is None and scratch.config_name == "cascade"
+        assert {part: scratch.split[part] for part in run.split} == {**run.split, "reference": run.split["test"]}
         assert (
             scratch.decision.value == "kept"
             and scratch.decision_detail
@@ -178,3 +182,39 @@ def test_retraining_fine_tunes_replays_and_promotes_only_a_better_model(
     assert trained["replayed_series"] == len(run3.split["replay"])
     assert trained["training_series"] == len(run3.split["train"]) + len(run3.split["replay"])
     assert trained["initial_weights"] == state_digest(load_checkpoint(promoted.checkpoint_path, None)["model"])
+
+
+@pytest.mark.db
+def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
+    phantoms: Path, monkeypatch: pytest.MonkeyPatch, pg_database: str
+) -> None:
+    configure(monkeypatch, pg_database)
+    monkeypatch.setenv("SCIATIC_TRAIN_REFERENCE_SERIES", "2")
+    monkeypatch.setenv("SCIATIC_TRAIN_REPLAY_SHARE", "0.2")
+    get_settings.cache_clear()
+    _arrive(phantoms / "first")
+    shipped = add_model(get_settings(), default_engine(), SHIPPED_MODEL, promote=True).model_id
+
+    run_id = pipeline.start_training_run("test")
+    run = _run(run_id)
+    assert run.initial_model_id == shipped and run.split["replay"] == [] and run.split["reference"] == []
+    old_site = PhantomOldSite.from_dict(run.split["phantom"])
+    assert old_site is not None and old_site.reference_subjects == 2
+    assert old_site.replay_subjects == len(run.split["train"]) // 4 >= 1  # replay / (train + replay) <= 0.2
+    assert old_site.reference_seed != old_site.replay_seed
+
+    pipeline.train_challenger(run_id, epochs=1, max_minutes=0.001)  # one optimiser step: about the champion
+    trained = _trained_event(run_id)
+    assert trained["replayed_phantoms"] == old_site.replay_subjects
+    assert trained["training_series"] == len(run.split["train"]) + old_site.replay_subjects
+    training_folder = DataLayout.of(get_settings()).training_run(run_id)
+    assert not (training_folder / "old-site-replay").exists()  # regenerated studies do not stay on disk
+
+    pipeline.evaluate_and_decide(run_id)
+    run = _run(run_id)
+    assert run.challenger_metrics and run.champion_metrics
+    for metrics in (run.challenger_metrics, run.champion_metrics):
+        assert set(metrics["reference"]["dice"]) == {"phantom 0", "phantom 1"}
+    assert run.champion_metrics["reference"]["mean_dice"] > 0.5  # the shipped model knows its own kind of study
+    assert run.decision_detail and "on 2 reference series of the old site" in run.decision_detail
+    assert not (training_folder / "old-site-reference").exists()

@@ -39,6 +39,7 @@ def _training_facts(session: Session, run: TrainingRun) -> TrainingFacts:
         challenger=run.challenger_metrics,
         champion=run.champion_metrics,
         champion_name=champion.name if champion else None,
+        phantom_replay=int(dict(split.get("phantom") or {}).get("replay_subjects", 0)),
         interval=interval,
         decision=run.decision.value,
         detail=run.decision_detail or "",

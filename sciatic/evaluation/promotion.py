@@ -6,6 +6,12 @@ replacement (seeded) gives a percentile confidence interval of its mean. The
 challenger is promoted only when the interval's lower bound exceeds the margin
 and its failure rate is not worse. With no champion, its mean Dice must reach
 a minimum instead.
+
+Where the champion's old site is known (reference series: the test series of
+the runs behind it, or phantom studies like those it learnt on), both models
+are scored on them too, and a challenger whose mean Dice there falls more than
+``max_forgetting`` below the champion's is kept out however good it is on the
+new test series: it has forgotten the old site.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import numpy as np
 
 from sciatic.evaluation.thresholds import FAILURE_DICE
 
-__all__ = ["DiceInterval", "PromotionRule", "Verdict", "decide", "paired_bootstrap"]
+__all__ = ["DiceInterval", "PromotionRule", "Verdict", "decide", "forgetting", "paired_bootstrap"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class PromotionRule:
     resamples: int = 2000
     seed: int = 0
     failure_dice: float = FAILURE_DICE  # Dice below this is a failed segmentation
+    max_forgetting: float = 0.02  # on reference series: the most the mean Dice may fall below the champion's
 
 
 @dataclass(frozen=True)
@@ -84,14 +91,35 @@ class Verdict:
     promote: bool
     detail: str  # one sentence: the numbers and the reason
     interval: DiceInterval | None  # None when there was no champion
+    forgetting: float | None = None  # champion - challenger mean Dice on the reference series; None: none scored
 
 
 def _failure_rate(dice: Sequence[float], failure_dice: float) -> float:
     return sum(d < failure_dice for d in dice) / len(dice)
 
 
-def decide(rule: PromotionRule, challenger: Mapping[str, float], champion: Mapping[str, float] | None) -> Verdict:
-    """Promote or keep, from each model's Dice per test series (the same series for both)."""
+def _mean(values: Mapping[str, float]) -> float:
+    return math.fsum(values.values()) / len(values)
+
+
+def forgetting(challenger: Mapping[str, float], champion: Mapping[str, float]) -> float:
+    """How far the challenger's mean Dice on the reference series falls below the champion's (negative: above)."""
+    if not challenger or sorted(challenger) != sorted(champion):
+        raise ValueError("challenger and champion were scored on different reference series")
+    return _mean(champion) - _mean(challenger)
+
+
+def decide(
+    rule: PromotionRule,
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    reference: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
+) -> Verdict:
+    """Promote or keep, from each model's Dice per test series (the same series for both).
+
+    ``reference`` is (challenger, champion) Dice per reference series: the
+    champion's old site, where known; ignored with no champion.
+    """
     if not challenger:
         raise ValueError("no test series")
     names = sorted(challenger)
@@ -111,12 +139,21 @@ def decide(rule: PromotionRule, challenger: Mapping[str, float], champion: Mappi
     better = interval.low > rule.margin
     new_failures, old_failures = _failure_rate(new, rule.failure_dice), _failure_rate(old, rule.failure_dice)
     safe = new_failures <= old_failures
-    promote = better and safe
+    lost = forgetting(*reference) if reference is not None and reference[0] else None
+    remembers = lost is None or lost <= rule.max_forgetting
+    promote = better and safe and remembers
+    old_site = ""
+    if lost is not None:
+        old_site = (
+            f"; on {len(reference[0]) if reference else 0} reference series of the old site the challenger's "
+            f"mean Dice is {-lost:+.3f} against production's ({'within' if remembers else 'beyond'} "
+            f"the {rule.max_forgetting} allowed)"
+        )
     detail = (
         f"Dice challenger - production {interval.mean:+.3f}, {rule.confidence:.0%} CI "
         f"[{interval.low:+.3f}, {interval.high:+.3f}] over {interval.n} test series "
         f"(paired bootstrap, {rule.resamples} resamples, seed {rule.seed}); lower bound "
         f"{'>' if better else '<='} margin {rule.margin}; failure rate {new_failures:.0%} vs {old_failures:.0%}"
-        f"{'' if safe else ' (worse)'}: {'promoted' if promote else 'kept production'}"
+        f"{'' if safe else ' (worse)'}{old_site}: {'promoted' if promote else 'kept production'}"
     )
-    return Verdict(promote, detail, interval)
+    return Verdict(promote, detail, interval, lost)

@@ -38,6 +38,7 @@ class TrainingFacts:
     interval: tuple[float, float, float] | None  # mean, low, high of the paired bootstrap
     decision: str
     detail: str
+    phantom_replay: int = 0  # regenerated phantom studies replayed (sciatic.model.old_site)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ def _training(facts: TrainingFacts) -> list[str]:
     for part, what in (("train", "training"), ("val", "validation (early stopping)"), ("test", "test (frozen)")):
         lines.append(f"| {what} | {series.get(part, 0)} | {subjects.get(part, '-')} |")
     lines.append(f"| replayed from earlier training | {series.get('replay', 0)} | - |")
+    if facts.phantom_replay:
+        lines.append(f"| replayed phantom studies like the shipped model's | {facts.phantom_replay} | - |")
     lines += [
         "",
         "The split is by subject (every series of a subject in one part), stratified by cohort and seeded; "
@@ -95,6 +98,14 @@ def _training(facts: TrainingFacts) -> list[str]:
             "| --- | --- | --- |",
             f"| mean Dice | {_number(new.get('mean_dice'))} | {_number(old.get('mean_dice'))} |",
             f"| failure rate | {_number(new.get('failure_rate'))} | {_number(old.get('failure_rate'))} |",
+        ]
+        new_old, old_old = new.get("reference"), old.get("reference")
+        if new_old and old_old:
+            lines.append(
+                f"| mean Dice on {len(new_old.get('dice', {}))} reference series of the old site | "
+                f"{_number(new_old.get('mean_dice'))} | {_number(old_old.get('mean_dice'))} |"
+            )
+        lines += [
             "",
             "| test series | Dice, this model | Dice, production | difference |",
             "| --- | --- | --- | --- |",
@@ -109,7 +120,8 @@ def _training(facts: TrainingFacts) -> list[str]:
             "",
             f"Per-series Dice difference (this model - production): mean {mean:+.3f}, paired bootstrap "
             f"confidence interval [{low:+.3f}, {high:+.3f}]. Promotion needs the interval's lower bound above "
-            "the margin (`SCIATIC_PROMOTE_MARGIN_DICE`) and a failure rate that is not worse.",
+            "the margin (`SCIATIC_PROMOTE_MARGIN_DICE`), a failure rate that is not worse and, on the old "
+            "site's reference series, a mean Dice at most `SCIATIC_PROMOTE_MAX_FORGETTING` below production's.",
         ]
     lines += ["", f"Decision: **{facts.decision}**: {facts.detail}", ""]
     return lines

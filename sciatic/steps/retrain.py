@@ -18,6 +18,15 @@ per-series Dice difference exceeds ``SCIATIC_PROMOTE_MARGIN_DICE`` and its
 failure rate is not worse (``sciatic.evaluation.promotion``). With no
 production model, a challenger is promoted when its mean Dice reaches
 ``SCIATIC_PROMOTE_MIN_DICE``. A promoted model gets a model card.
+
+The old site is guarded too. The test series of the runs behind the
+production model, and, when that model descends from the shipped phantom
+model, ``SCIATIC_TRAIN_REFERENCE_SERIES`` phantom studies like those it learnt
+on (regenerated, ``sciatic.model.old_site``), are reference series: a
+challenger whose mean Dice there falls more than
+``SCIATIC_PROMOTE_MAX_FORGETTING`` below production's is kept out. Fine-tuning
+such a model also replays regenerated phantom studies when the labelled
+replay pool is short of the replay share.
 """
 
 from __future__ import annotations
@@ -25,12 +34,14 @@ from __future__ import annotations
 import logging
 import math
 import random
+import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from sciatic.config import Settings
 from sciatic.db import audit, cards, queries, registry
@@ -42,6 +53,8 @@ from sciatic.errors import SciaticError
 from sciatic.layout import DataLayout
 
 if TYPE_CHECKING:
+    from sciatic.model.data import TrainingCase
+    from sciatic.model.old_site import PhantomOldSite
     from sciatic.model.train import Evaluation
 
 log = logging.getLogger(__name__)
@@ -132,6 +145,41 @@ def plan_split(
     return split
 
 
+def _descends_from_shipped(session: Session, model: ModelVersion) -> bool:
+    """True when ``model`` is the shipped phantom model or was fine-tuned from it, run after run."""
+    from sciatic.model.old_site import is_shipped
+
+    runs = registry.lineage(session, model.id)
+    if not runs:
+        return is_shipped(model.checkpoint_sha256)
+    root_id = runs[-1].initial_model_id
+    return root_id is not None and is_shipped(registry.get(session, root_id).checkpoint_sha256)
+
+
+def _reference_series(session: Session, champion: ModelVersion, split: dict[str, Any]) -> list[int]:
+    """The test series of the runs behind the production model that the new run does not train on."""
+    used = {sid for part in ("train", "val", "replay") for sid in split[part]}
+    earlier = {int(sid) for run in registry.lineage(session, champion.id) for sid in run.split.get("test", [])}
+    return sorted(earlier - used)
+
+
+def _phantom_old_site(
+    session: Session, champion: ModelVersion, settings: Settings, split: dict[str, Any], fine_tuning: bool
+) -> PhantomOldSite | None:
+    """Phantom studies to replay and to score against forgetting, when production descends from the shipped model."""
+    from sciatic.model.old_site import PhantomOldSite
+
+    if not _descends_from_shipped(session, champion):
+        return None
+    share = settings.train_replay_share
+    most = math.floor(share * len(split["train"]) / (1 - share) + 1e-9)
+    replay = most - len(split["replay"]) if fine_tuning else 0
+    old_site = PhantomOldSite.for_run(settings.train_seed, replay, settings.train_reference_series)
+    if old_site.replay_subjects == 0 and old_site.reference_subjects == 0:
+        return None
+    return old_site
+
+
 def _fine_tunable(champion: ModelVersion | None, config_name: str) -> bool:
     """True when the production model has the configuration being trained (and this version can read it)."""
     from sciatic.model.configs import config_from_dict
@@ -171,6 +219,11 @@ def start_training_run(
         config = config_from_dict(initial.config) if initial is not None else get_config(name)
         earlier = [dict(run.split) for run in registry.lineage(session, initial.id)] if initial is not None else []
         split = plan_split(labelled, earlier, settings.train_seed, settings.train_replay_share)
+        if champion is not None:
+            split["reference"] = _reference_series(session, champion, split)
+            old_site = _phantom_old_site(session, champion, settings, split, fine_tuning=initial is not None)
+            if old_site is not None:
+                split["phantom"] = old_site.to_dict()
         run = TrainingRun(
             trigger=trigger,
             config_name=config.name,
@@ -182,7 +235,8 @@ def start_training_run(
         )
         session.add(run)
         session.flush()
-        sizes = {part: len(split[part]) for part in ("train", "val", "test", "replay")}
+        sizes = {part: len(split.get(part, [])) for part in ("train", "val", "test", "replay", "reference")}
+        sizes.update({f"phantom_{key}": n for key, n in split.get("phantom", {}).items() if key.endswith("subjects")})
         audit.record(
             session,
             STEP,
@@ -213,6 +267,8 @@ def train_challenger(
     """
     from sciatic.model.checkpoint import load_checkpoint
     from sciatic.model.configs import config_from_dict, config_to_dict
+    from sciatic.model.data import Item
+    from sciatic.model.old_site import PhantomOldSite, phantom_items
     from sciatic.model.train import train
 
     with session_scope(engine) as session:
@@ -237,20 +293,29 @@ def train_challenger(
 
     minutes = settings.train_max_minutes if max_minutes is None else max_minutes
     out_dir = DataLayout.of(settings).training_run(training_run_id)
-    train_items = items("train", "replay")
-    result = train(
-        config,
-        train_items,
-        items("val"),
-        out_dir,
-        epochs=epochs or settings.train_epochs,
-        seed=seed,
-        device=settings.device,
-        progress=progress,
-        failure_dice=settings.failure_dice,
-        max_seconds=60 * minutes if minutes > 0 else None,
-        initial_state=initial_state,
-    )
+    old_site = PhantomOldSite.from_dict(split.get("phantom"))
+    replay_dir = out_dir / "old-site-replay"
+    replayed: list[Item] = []
+    if old_site is not None and old_site.replay_subjects:
+        log.info("training run %s: generating %s phantom studies to replay", training_run_id, old_site.replay_subjects)
+        replayed = phantom_items(replay_dir, old_site.replay_subjects, old_site.replay_seed)
+    train_items: list[Item] = [*items("train", "replay"), *replayed]
+    try:
+        result = train(
+            config,
+            train_items,
+            items("val"),
+            out_dir,
+            epochs=epochs or settings.train_epochs,
+            seed=seed,
+            device=settings.device,
+            progress=progress,
+            failure_dice=settings.failure_dice,
+            max_seconds=60 * minutes if minutes > 0 else None,
+            initial_state=initial_state,
+        )
+    finally:
+        shutil.rmtree(replay_dir, ignore_errors=True)
     with session_scope(engine) as session:
         version = registry.register(
             session,
@@ -278,6 +343,7 @@ def train_challenger(
             device=result.device,
             training_series=len(train_items),
             replayed_series=len(items("replay")),
+            replayed_phantoms=len(replayed),
             initial_model_id=initial_id,
             initial_weights=result.initial_digest,
         )
@@ -287,15 +353,47 @@ def train_challenger(
 def evaluate_model(settings: Settings, engine: Engine, model_id: int, series_ids: list[int]) -> Evaluation:
     """Dice of one model against the first label of each series (the model's masks are not stored)."""
     from sciatic.model.data import as_case
+
+    labelled = _labelled_series(engine)
+    cases = [as_case((labelled[s].volume_path, labelled[s].label_path), name=str(s)) for s in series_ids]
+    return _score(settings, engine, model_id, cases)
+
+
+def _score(settings: Settings, engine: Engine, model_id: int, cases: Sequence[TrainingCase]) -> Evaluation:
     from sciatic.model.infer import cached_model
     from sciatic.model.train import score_cases
 
-    labelled = _labelled_series(engine)
     with session_scope(engine) as session:
         model = registry.get(session, model_id)
         bundle = cached_model(model.checkpoint_path, model.checkpoint_sha256, settings.device)
-    cases = [as_case((labelled[s].volume_path, labelled[s].label_path), name=str(s)) for s in series_ids]
     return score_cases(bundle, cases, settings.failure_dice, settings.drop_stray_components)
+
+
+def _reference_cases(
+    settings: Settings, engine: Engine, training_run_id: int, split: dict[str, Any]
+) -> list[TrainingCase]:
+    """The run's reference series of the old site: earlier test series, then regenerated phantom studies."""
+    from sciatic.model.data import as_case
+    from sciatic.model.old_site import PhantomOldSite, phantom_items
+
+    labelled = _labelled_series(engine)
+    cases = [
+        as_case((labelled[s].volume_path, labelled[s].label_path), name=f"series {s}")
+        for s in split.get("reference", [])
+        if s in labelled
+    ]
+    old_site = PhantomOldSite.from_dict(split.get("phantom"))
+    if old_site is not None and old_site.reference_subjects:
+        folder = DataLayout.of(settings).training_run(training_run_id) / "old-site-reference"
+        log.info(
+            "training run %s: generating %s phantom reference studies", training_run_id, old_site.reference_subjects
+        )
+        try:
+            items = phantom_items(folder, old_site.reference_subjects, old_site.reference_seed)
+            cases += [as_case(item, name=f"phantom {i}") for i, item in enumerate(items)]  # read into memory
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return cases
 
 
 def evaluate_and_decide(settings: Settings, engine: Engine, training_run_id: int) -> TrainingDecision:
@@ -309,9 +407,14 @@ def evaluate_and_decide(settings: Settings, engine: Engine, training_run_id: int
         if run.decision is not TrainingDecision.RUNNING:
             return run.decision  # decided before a retry
         test, challenger_id, champion_id = list(run.split["test"]), run.challenger_model_id, run.champion_model_id
-        seed = run.seed
+        seed, split = run.seed, dict(run.split)
     challenger = evaluate_model(settings, engine, challenger_id, test)
     champion = evaluate_model(settings, engine, champion_id, test) if champion_id is not None else None
+    reference_cases = _reference_cases(settings, engine, training_run_id, split) if champion_id is not None else []
+    challenger_old = champion_old = None
+    if champion_id is not None and reference_cases:
+        challenger_old = _score(settings, engine, challenger_id, reference_cases)
+        champion_old = _score(settings, engine, champion_id, reference_cases)
     rule = PromotionRule(
         margin=settings.promote_margin_dice,
         min_dice=settings.promote_min_dice,
@@ -319,14 +422,19 @@ def evaluate_and_decide(settings: Settings, engine: Engine, training_run_id: int
         resamples=settings.promote_bootstrap_resamples,
         seed=seed,
         failure_dice=settings.failure_dice,
+        max_forgetting=settings.promote_max_forgetting,
     )
-    verdict = decide(rule, challenger.dice, champion.dice if champion else None)
+    reference = (challenger_old.dice, champion_old.dice) if challenger_old and champion_old else None
+    verdict = decide(rule, challenger.dice, champion.dice if champion else None, reference)
     decision = TrainingDecision.PROMOTED if verdict.promote else TrainingDecision.KEPT
     with session_scope(engine) as session:
         run = session.get(TrainingRun, training_run_id)
         assert run is not None
         run.challenger_metrics = challenger.to_dict()
         run.champion_metrics = champion.to_dict() if champion else None
+        if challenger_old is not None and champion_old is not None and champion is not None:  # the old site
+            run.challenger_metrics = {**challenger.to_dict(), "reference": challenger_old.to_dict()}
+            run.champion_metrics = {**champion.to_dict(), "reference": champion_old.to_dict()}
         if verdict.interval is not None:
             run.dice_difference = verdict.interval.mean
             run.dice_difference_low = verdict.interval.low
