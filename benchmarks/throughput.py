@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/throughput.py [--studies 20] [--repeats 3] [--ingest-interval 15] [--quiet-seconds 10]
+    .venv/bin/python benchmarks/throughput.py [--studies 20] [--repeats 3] [--ingest-interval S] [--quiet-seconds 10]
                                               [--settle-seconds 5] [--idle-window 60] [--chunk-size N]
                                               [--airflow-env AIRFLOW__SECTION__KEY=VALUE ...]
                                               [--server-url URL] [--redis-url URL] [--timeout 1800]
@@ -54,8 +54,8 @@ c. **latency** on the same Airflow stack, once it is idle: the sciatic settings
    last file's mtime to its QC row. Target: <= quiet period + 60 s.
 
 ``--ingest-interval`` sets ``SCIATIC_INGEST_INTERVAL_SECONDS`` of the stack,
-the ingest DAG's schedule (default here 15 s; the service's default is 300 s,
-with which the latency target cannot be met). ``--airflow-env`` passes an
+the ingest DAG's schedule (default: the service's own, 30 s; before it was
+300 s, with which the latency target could not be met). ``--airflow-env`` passes an
 Airflow option to every component, to measure a tuning. The exit status is 1
 when a target is missed.
 """
@@ -910,7 +910,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-seconds", type=float, default=10.0, help="quiet period of the latency study")
     parser.add_argument("--settle-seconds", type=float, default=5.0, help="file settle time of the latency study")
     parser.add_argument(
-        "--ingest-interval", type=int, default=15, help="SCIATIC_INGEST_INTERVAL_SECONDS of the stack (default 15)"
+        "--ingest-interval", type=int, help="SCIATIC_INGEST_INTERVAL_SECONDS of the stack (default: the service's)"
     )
     parser.add_argument(
         "--idle-window", type=float, default=60.0, help="seconds the idle stack is watched before the latency study"

@@ -1,7 +1,7 @@
 """
 ### sciatic_ingest
 
-Every `SCIATIC_INGEST_INTERVAL_SECONDS` (default 300 s, 5 minutes): one ingest pass over
+Every `SCIATIC_INGEST_INTERVAL_SECONDS` (default 30 s): one ingest pass over
 the drop folder (`sciatic.pipeline.ingest`): index new DICOM files, quarantine bad ones
 with a reason, convert the series that have gone quiet to NIfTI volumes. When the pass
 converted at least one series, the same task updates the `sciatic://volumes` Asset (through

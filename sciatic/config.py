@@ -302,10 +302,10 @@ class Settings(BaseSettings):
     )
     segment_schedule: str = Field("0 1 * * *", description="Cron schedule of the nightly segmentation DAG.")
     ingest_interval_seconds: int = Field(
-        300,
+        30,
         ge=5,
         description="Seconds between two runs of the ingest DAG (a pass over the drop folder). A series that has "
-        "gone quiet waits up to this long to be converted.",
+        "gone quiet waits up to this long to be converted; an idle pass only lists the folder.",
     )
 
     @classmethod

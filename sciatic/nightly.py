@@ -13,7 +13,7 @@ import logging
 import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -125,9 +125,12 @@ def _ingest_and_segment(run_id: str | None, summary: NightlySummary, progress: b
             converted.put(None)  # the end of the pass, whatever happened
 
     tried: set[int] = set()
-    bar = tqdm(desc="segmenting", unit="series", disable=not progress)
+    bars: list[tqdm[Any]] = []  # opened by the first series to segment
 
     def segment(series_id: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc="segmenting", unit="series", disable=not progress))
+        bar = bars[0]
         tried.add(series_id)
         chunk = pipeline.segment_chunk([series_id], run_id)  # what an Airflow chunk does, a series at a time
         summary.segmented += chunk.done
@@ -148,7 +151,8 @@ def _ingest_and_segment(run_id: str | None, summary: NightlySummary, progress: b
     for series_id in _pending(run_id, summary):
         if series_id not in tried:
             segment(series_id)
-    bar.close()
+    for bar in bars:
+        bar.close()
     return report
 
 
