@@ -207,6 +207,13 @@ class Settings(BaseSettings):
         description="Fine-tuning: up to this share of the training series are replayed from the training runs "
         "behind the production model, against forgetting (0: none).",
     )
+    train_fine_tune_lr_factor: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Fine-tuning: the configuration's learning rate is multiplied by this (the run's stored "
+        "configuration shows the result).",
+    )
     train_reference_series: int = Field(
         8,
         ge=0,

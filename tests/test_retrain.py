@@ -191,6 +191,7 @@ def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
     configure(monkeypatch, pg_database)
     monkeypatch.setenv("SCIATIC_TRAIN_REFERENCE_SERIES", "2")
     monkeypatch.setenv("SCIATIC_TRAIN_REPLAY_SHARE", "0.2")
+    monkeypatch.setenv("SCIATIC_TRAIN_FINE_TUNE_LR_FACTOR", "0.25")
     get_settings.cache_clear()
     _arrive(phantoms / "first")
     shipped = add_model(get_settings(), default_engine(), SHIPPED_MODEL, promote=True).model_id
@@ -198,6 +199,7 @@ def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
     run_id = pipeline.start_training_run("test")
     run = _run(run_id)
     assert run.initial_model_id == shipped and run.split["replay"] == [] and run.split["reference"] == []
+    assert run.config["lr"] == pytest.approx(0.25 * load_checkpoint(SHIPPED_MODEL, None)["config"]["lr"])
     old_site = PhantomOldSite.from_dict(run.split["phantom"])
     assert old_site is not None and old_site.reference_subjects == 2
     assert old_site.replay_subjects == len(run.split["train"]) // 4 >= 1  # replay / (train + replay) <= 0.2

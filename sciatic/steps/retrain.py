@@ -31,6 +31,7 @@ replay pool is short of the replay share.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -217,6 +218,8 @@ def start_training_run(
         champion = registry.production_or_none(session)
         initial = champion if not scratch and _fine_tunable(champion, name) else None
         config = config_from_dict(initial.config) if initial is not None else get_config(name)
+        if initial is not None:  # fine-tuning: smaller steps than training from random weights
+            config = dataclasses.replace(config, lr=config.lr * settings.train_fine_tune_lr_factor)
         earlier = [dict(run.split) for run in registry.lineage(session, initial.id)] if initial is not None else []
         split = plan_split(labelled, earlier, settings.train_seed, settings.train_replay_share)
         if champion is not None:
