@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,16 @@ class DbStatus:
         )
 
 
+@functools.cache
+def code_head() -> str | None:
+    """The newest migration this code ships, read once per process (every step checks the schema against it)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
 def status(engine: Engine) -> DbStatus:
-    script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False)))
+    alembic_config(engine.url.render_as_string(hide_password=False))  # a clear error for an unusable URL
     try:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
@@ -84,7 +93,7 @@ def status(engine: Engine) -> DbStatus:
         reason = str(exc.orig or exc).strip().splitlines()[0]
         url = mask_url(engine.url.render_as_string(hide_password=False))
         raise DatabaseUnreachableError(f"cannot reach the database {url}: {reason}") from exc
-    return DbStatus(mask_url(engine.url.render_as_string(hide_password=False)), current, script.get_current_head())
+    return DbStatus(mask_url(engine.url.render_as_string(hide_password=False)), current, code_head())
 
 
 def require_head(engine: Engine) -> None:
