@@ -37,7 +37,8 @@ old-site mean Dice is within 0.02 of the champion's (no forgetting). The
 tables are markdown; the exit status is 1 when a target is missed.
 
     .venv/bin/python benchmarks/adaptation.py [--n 4,8,16] [--budget-minutes 20] [--test 20] [--old-test 20]
-        [--label-seed 401] [--test-seed 402] [--old-seed 301] [--epochs E] [--slices K]
+        [--epochs E] [--lr-factor F] [--replay-share S]
+        [--label-seed 401] [--test-seed 402] [--old-seed 301] [--slices K]
         [--checkpoint PT] [--database-url postgresql+psycopg2://user@host/postgres] [--work DIR] [--json OUT]
 """
 
@@ -116,14 +117,23 @@ def score(checkpoint: Path, sha256: str, cases: Sequence[PhantomCase]) -> Score:
 # --------------------------------------------------------------------------- the service's set-up
 
 
-def configure(data: Path, database_url: str | None, budget_minutes: float, epochs: int | None) -> None:
-    """Point the service at ``data`` (and ``database_url``), no waiting, the training budget; nothing else set."""
-    settings = {"train_max_minutes": str(budget_minutes)}
+def configure(data: Path, database_url: str | None, args: argparse.Namespace) -> None:
+    """Point the service at ``data`` (and ``database_url``), no waiting, the training settings given; nothing else."""
+    settings = {"train_max_minutes": str(args.budget_minutes)}
     if database_url is not None:
         settings["database_url"] = database_url
-    if epochs is not None:
-        settings["train_epochs"] = str(epochs)
+    for option, setting in TRAINING_OPTIONS.items():
+        if getattr(args, option) is not None:
+            settings[setting] = str(getattr(args, option))
     configure_service(data, **settings)
+
+
+#: benchmark option -> service setting, set only when given (otherwise the service's default)
+TRAINING_OPTIONS = {
+    "epochs": "train_epochs",
+    "lr_factor": "train_fine_tune_lr_factor",
+    "replay_share": "train_replay_share",
+}
 
 
 def install_champion(checkpoint: Path) -> tuple[int, str]:
@@ -296,7 +306,7 @@ class Adaptation:
 
 def adapt(args: argparse.Namespace, work: Path, n: int, held_out: HeldOut, database_url: str | None) -> Adaptation:
     """Fresh data folder, champion in production, N new-site studies labelled, retraining, scores."""
-    configure(work / "data", database_url, args.budget_minutes, args.epochs)
+    configure(work / "data", database_url, args)
     from sciatic.config import get_settings
     from sciatic.layout import DataLayout
     from sciatic.nightly import run_nightly
@@ -334,7 +344,7 @@ def nightly_problems(summary: NightlySummary) -> list[str]:
 
 def prepare_held_out(args: argparse.Namespace, work: Path) -> HeldOut:
     """Generate and convert the held-out series of both sites; score the champion on them once."""
-    configure(work / "scoring", None, args.budget_minutes, args.epochs)  # the service's defaults for scoring
+    configure(work / "scoring", None, args)  # the service's settings for scoring
     print(
         f"held-out series: {args.test} new-site (seed {args.test_seed}), {args.old_test} old-site "
         f"(seed {args.old_seed}); scoring the champion ...",
@@ -470,7 +480,8 @@ def report(args: argparse.Namespace, info: dict[str, Any], held_out: HeldOut, re
         print(line)
     print(
         f"champion {args.checkpoint.name}; training budget {args.budget_minutes:g} min "
-        f"(SCIATIC_TRAIN_MAX_MINUTES), epochs {args.epochs or 'the service default'}; "
+        f"(SCIATIC_TRAIN_MAX_MINUTES), epochs {args.epochs or 'the service default'}, fine-tuning learning-rate "
+        f"factor {args.lr_factor or 'the service default'}, replay share {args.replay_share or 'the service default'}; "
         f"device {results[0].training.device}"
     )
     for r in results:
@@ -512,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=parse_counts, default=(4, 8, 16), help="labelled new-site studies (4,8,16)")
     parser.add_argument("--budget-minutes", type=float, default=20.0, help="training budget per run (20)")
     parser.add_argument("--epochs", type=int, help="SCIATIC_TRAIN_EPOCHS (default: the service's)")
+    parser.add_argument("--lr-factor", type=float, help="SCIATIC_TRAIN_FINE_TUNE_LR_FACTOR (default: the service's)")
+    parser.add_argument("--replay-share", type=float, help="SCIATIC_TRAIN_REPLAY_SHARE (default: the service's)")
     parser.add_argument("--test", type=int, default=20, help="held-out new-site series (20)")
     parser.add_argument("--old-test", type=int, default=20, help="held-out old-site series (20)")
     parser.add_argument("--label-seed", type=int, default=401, help="seed of the labelled new-site studies")
