@@ -215,7 +215,7 @@ class Settings(BaseSettings):
         "configuration shows the result).",
     )
     train_reference_series: int = Field(
-        8,
+        20,
         ge=0,
         description="When the production model descends from the shipped phantom model: phantom studies like "
         "those it learnt on, regenerated for each training run, on which challenger and production are both "
