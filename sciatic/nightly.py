@@ -10,10 +10,7 @@ function the Airflow tasks call, so this is the DAGs' behaviour in miniature.
 from __future__ import annotations
 
 import logging
-import queue
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -22,9 +19,6 @@ from sciatic.db import queries
 from sciatic.db.session import default_engine, session_scope
 from sciatic.errors import NoProductionModelError
 from sciatic.evaluation.cases import Case
-
-if TYPE_CHECKING:
-    from sciatic.steps.ingest import IngestReport
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +70,24 @@ class NightlySummary:
         return "\n".join(lines)
 
 
-#: Series the conversion thread may run ahead of segmentation (its volumes stay in memory meanwhile).
-CONVERSION_AHEAD = 2
-
-
 def run_nightly(run_id: str | None = None, progress: bool = True) -> NightlySummary:
     summary = NightlySummary()
-    ingested = _ingest_and_segment(run_id, summary, progress)
+    ingested = pipeline.ingest(run_id)
     summary.ingest = ingested.summary()
     with session_scope(default_engine()) as session:
         summary.not_segmented = [
             (s.id, s.description or s.series_instance_uid, s.eligibility_detail or "")
             for s in queries.ineligible_series(session, ingested.converted)
         ]
+    try:
+        pending = pipeline.pending_series(run_id)
+    except NoProductionModelError:
+        summary.no_model = True
+        pending = []
+    for series_id in tqdm(pending, desc="segmenting", unit="series", disable=not progress):
+        chunk = pipeline.segment_chunk([series_id], run_id)  # what an Airflow chunk does, a series at a time
+        summary.segmented += chunk.done
+        summary.failed_series += chunk.failed
     summary.labels_imported = len(pipeline.import_labels(run_id))
     new = list(summary.segmented)
     for segmentation_id in pipeline.segmentations_needing_label_qc(run_id):
@@ -106,59 +105,3 @@ def run_nightly(run_id: str | None = None, progress: bool = True) -> NightlySumm
         summary.cases = sorted(queries.cases(session, summary.segmented), key=lambda c: c.info.segmentation_id)
         summary.outbox = {status.value: n for status, n in queries.outbox_counts(session).items()}
     return summary
-
-
-def _ingest_and_segment(run_id: str | None, summary: NightlySummary, progress: bool) -> IngestReport:
-    """The ingest pass in a second thread, segmenting each series here as soon as it is converted.
-
-    Conversion (mostly parsing) and inference (mostly tensor maths) then keep
-    two cores busy. Conversion waits when it is ``CONVERSION_AHEAD`` series
-    ahead. Series left pending by earlier runs are segmented at the end, as
-    are those converted while no production model was found.
-    """
-    converted: queue.Queue[int | None] = queue.Queue(maxsize=CONVERSION_AHEAD)
-
-    def ingest() -> IngestReport:
-        try:
-            return pipeline.ingest(run_id, on_converted=converted.put)
-        finally:
-            converted.put(None)  # the end of the pass, whatever happened
-
-    tried: set[int] = set()
-    bars: list[tqdm[Any]] = []  # opened by the first series to segment
-
-    def segment(series_id: int) -> None:
-        if not bars:
-            bars.append(tqdm(desc="segmenting", unit="series", disable=not progress))
-        bar = bars[0]
-        tried.add(series_id)
-        chunk = pipeline.segment_chunk([series_id], run_id)  # what an Airflow chunk does, a series at a time
-        summary.segmented += chunk.done
-        summary.failed_series += chunk.failed
-        bar.update(1)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest") as pool:
-        pass_done = pool.submit(ingest)
-        series_id: int | None = -1
-        try:
-            while (series_id := converted.get()) is not None:
-                if not summary.no_model and series_id in _pending(run_id, summary):
-                    segment(series_id)
-        finally:  # after an error here the pass still runs to its end: never leave it blocked on the queue
-            while series_id is not None:
-                series_id = converted.get()
-        report = pass_done.result()
-    for series_id in _pending(run_id, summary):
-        if series_id not in tried:
-            segment(series_id)
-    for bar in bars:
-        bar.close()
-    return report
-
-
-def _pending(run_id: str | None, summary: NightlySummary) -> list[int]:
-    try:
-        return pipeline.pending_series(run_id)
-    except NoProductionModelError:
-        summary.no_model = True
-        return []

@@ -16,7 +16,7 @@ quality_control -> queue_results (or queue_new_results) -> drain_outbox
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,15 +78,12 @@ def _step(run_id: str | None) -> Iterator[Engine]:
 # --------------------------------------------------------------------------- ingest
 
 
-def ingest(run_id: str | None = None, on_converted: Callable[[int], None] | None = None) -> IngestReport:
-    """One pass over the drop folder: index, de-duplicate, quarantine, convert quiet series.
-
-    ``on_converted(series_id)`` is called as each series is converted (the in-process job starts on it).
-    """
+def ingest(run_id: str | None = None) -> IngestReport:
+    """One pass over the drop folder: index, de-duplicate, quarantine, convert quiet series."""
     from sciatic.steps import ingest as step
 
     with _step(run_id) as engine:
-        return step.run_pass(get_settings(), engine, on_converted=on_converted)
+        return step.run_pass(get_settings(), engine)
 
 
 # --------------------------------------------------------------------------- segmentation

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,16 +91,13 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
 
 #: Volumes this process wrote, by sha256 (the last few): a step that follows in the
 #: same process (segment after conversion, measure after segment) reads them from here.
-#: Enough for the in-process job, whose conversion runs at most two series ahead.
-RECENT_VOLUMES = 8
+RECENT_VOLUMES = 4
 _recent: OrderedDict[str, Volume] = OrderedDict()
-_recent_lock = threading.Lock()  # conversion and segmentation may run in two threads
 
 
 def is_remembered(sha256: str) -> bool:
     """True when this process wrote a volume with that sha256 recently (its bytes are known without reading)."""
-    with _recent_lock:
-        return sha256 in _recent
+    return sha256 in _recent
 
 
 def read_volume_known(path: str | os.PathLike[str], sha256: str | None) -> Volume:
@@ -111,11 +107,9 @@ def read_volume_known(path: str | os.PathLike[str], sha256: str | None) -> Volum
     and the affine as stored), so no result depends on where it came from.
     The file must still exist: a volume whose file is gone fails as before.
     """
-    if sha256 is not None and Path(path).is_file():  # a file gone is an error, as always
-        with _recent_lock:
-            if sha256 in _recent:
-                _recent.move_to_end(sha256)
-                return _recent[sha256]
+    if sha256 is not None and sha256 in _recent and Path(path).is_file():  # a file gone is an error, as always
+        _recent.move_to_end(sha256)
+        return _recent[sha256]
     return read_volume(path)
 
 
@@ -138,11 +132,10 @@ def write_volume(volume: Volume, path: str | os.PathLike[str]) -> str:
     sha256 = atomic_write(target, lambda fp: _write_gzipped_nifti(img, fp))
     kept = np.array(volume.data, copy=True)  # a later change to the caller's array must not reach it
     kept.flags.writeable = False
-    with _recent_lock:
-        _recent[sha256] = Volume(kept, np.asarray(img.header.get_best_affine(), dtype=np.float64))
-        _recent.move_to_end(sha256)
-        while len(_recent) > RECENT_VOLUMES:
-            _recent.popitem(last=False)
+    _recent[sha256] = Volume(kept, np.asarray(img.header.get_best_affine(), dtype=np.float64))
+    _recent.move_to_end(sha256)
+    while len(_recent) > RECENT_VOLUMES:
+        _recent.popitem(last=False)
     return sha256
 
 

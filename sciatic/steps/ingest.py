@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISFIFO, S_ISLNK, S_ISREG, S_ISSOCK
@@ -90,14 +90,8 @@ class IngestReport:
         )
 
 
-def run_pass(
-    settings: Settings, engine: Engine, now: float | None = None, on_converted: Callable[[int], None] | None = None
-) -> IngestReport:
-    """One complete pass; safe to run at any time, any number of times.
-
-    ``on_converted`` is called with each new series id once its volume and row
-    are stored, so a caller can start on it while the pass goes on.
-    """
+def run_pass(settings: Settings, engine: Engine, now: float | None = None) -> IngestReport:
+    """One complete pass; safe to run at any time, any number of times."""
     report = IngestReport()
     with named_lock(engine, STEP, wait=False) as acquired:
         if not acquired:
@@ -106,7 +100,7 @@ def run_pass(
         report.recovered_moves = finish_pending_moves(engine)
         report.removed_leftovers = remove_write_leftovers(DataLayout.of(settings).volumes)
         index_drop_folder(settings, engine, time.time() if now is None else now, report)
-        convert_quiet_series(settings, engine, time.time() if now is None else now, report, on_converted)
+        convert_quiet_series(settings, engine, time.time() if now is None else now, report)
     log.info("ingest: %s", report.summary())
     return report
 
@@ -415,13 +409,7 @@ def _as_utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)  # SQLite drops the zone
 
 
-def convert_quiet_series(
-    settings: Settings,
-    engine: Engine,
-    now: float,
-    report: IngestReport,
-    on_converted: Callable[[int], None] | None = None,
-) -> None:
+def convert_quiet_series(settings: Settings, engine: Engine, now: float, report: IngestReport) -> None:
     """Convert every series whose new instances have been quiet long enough.
 
     Quiet since its last file arrived in the drop folder (older rows: since it
@@ -441,15 +429,10 @@ def convert_quiet_series(
         if quiet < settings.series_quiet_seconds:
             report.waiting_series += 1
             continue
-        converted = _convert_series(settings, engine, series_uid, quiet, report)
-        if converted is not None and on_converted is not None:
-            on_converted(converted)
+        _convert_series(settings, engine, series_uid, quiet, report)
 
 
-def _convert_series(
-    settings: Settings, engine: Engine, series_uid: str, quiet: float, report: IngestReport
-) -> int | None:
-    """Convert one quiet series (or record why not); the new series id when it was converted."""
+def _convert_series(settings: Settings, engine: Engine, series_uid: str, quiet: float, report: IngestReport) -> None:
     with session_scope(engine) as session:
         instances = list(session.scalars(select(DicomInstance).where(DicomInstance.series_instance_uid == series_uid)))
     headers: list[DicomHeader] = []
@@ -469,7 +452,7 @@ def _convert_series(
     ):
         report.waiting_series += 1
         log.info("series %s waits for more instances: %s", series_uid, completeness.detail)
-        return None
+        return
     plan: SeriesPlan | None = None
     volume: Volume | None = None
     if refusal is None:
@@ -535,8 +518,7 @@ def _convert_series(
             if instance.state is InstanceState.INDEXED:
                 instance.archive_path = str(layout.archived_instance(study_uid, series_uid, instance.sop_instance_uid))
                 instance.state = InstanceState.ARCHIVING
-        converted = series.id if series.status is SeriesStatus.CONVERTED else None
-        if converted is not None:
+        if series.status is SeriesStatus.CONVERTED:
             report.converted.append(series.id)
             audit.record(session, STEP, "converted", "series", series.id, version=version, sha256=volume_sha)
         else:
@@ -546,7 +528,6 @@ def _convert_series(
             log.warning("series %s refused: %s", series_uid, series.refusal_detail)
     crash_point("series recorded")
     finish_pending_moves(engine)
-    return converted
 
 
 def _set_geometry(series: Series, volume: Volume, path: Path, sha: str | None) -> None:
