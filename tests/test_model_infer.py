@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,23 @@ def test_named_configurations_segment_a_full_size_volume(config: ModelConfig) ->
     result = segment_volume(_bundle(config), volume, affine)
     assert result.mask.shape == volume.shape
     assert result.batch_size == config.infer_batch_size
+
+
+def test_a_cpu_model_runs_in_channels_last_order_with_the_same_masks(tmp_path: Path) -> None:
+    from sciatic.imaging.volume import read_volume
+    from sciatic.model.demo_model import phantom_cases
+    from sciatic.model.infer import load_model
+    from sciatic.model.shipped import SHIPPED_MODEL
+
+    fast = load_model(SHIPPED_MODEL, None, "cpu")
+    assert fast.channels_last
+    weights = next(p for p in fast.model.parameters() if p.ndim == 4)
+    assert weights.is_contiguous(memory_format=torch.channels_last)
+    eager = load_model(SHIPPED_MODEL, None, "cpu")
+    eager.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    eager.channels_last = False
+    volume = read_volume(phantom_cases(tmp_path, 1, 103)[0].volume)
+    a = segment_volume(eager, volume.data, volume.affine).mask
+    b = segment_volume(fast, volume.data, volume.affine).mask
+    assert a.sum() > 100  # a nerve was found: the comparison means something
+    assert 2 * int((a & b).sum()) / int(a.sum() + b.sum()) >= 0.999
