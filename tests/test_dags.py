@@ -113,7 +113,7 @@ def test_schedules_and_assets(parsed: dict[str, Any]) -> None:
     dags, assets = parsed["dags"], parsed["assets"]
     ingest, segment, labels, retrain = (dags[f"sciatic_{n}"] for n in ("ingest", "segment", "labels", "retrain"))
 
-    assert ingest["delta_seconds"] == 300
+    assert ingest["delta_seconds"] == 30  # SCIATIC_INGEST_INTERVAL_SECONDS default
     assert set(ingest["tasks"]) == {"ingest"}  # one task: a study pays for one task start
     assert ingest["tasks"]["ingest"]["outlets"] == [assets["new_volumes"]]
 
