@@ -295,7 +295,7 @@ class Settings(BaseSettings):
         "up to an hour.",
     )
     segment_chunk_size: int = Field(
-        16,
+        32,
         ge=1,
         description="Series per Airflow segmentation task; the model is loaded once per chunk (1: a task per series).",
     )
