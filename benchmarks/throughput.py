@@ -915,7 +915,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--idle-window", type=float, default=60.0, help="seconds the idle stack is watched before the latency study"
     )
-    parser.add_argument("--chunk-size", type=int, help="SCIATIC_SEGMENT_CHUNK_SIZE for both paths (default: the service's, 32)")
+    parser.add_argument(
+        "--chunk-size", type=int, help="SCIATIC_SEGMENT_CHUNK_SIZE for both paths (default: the service's, 32)"
+    )
     parser.add_argument(
         "--airflow-env",
         action="append",
