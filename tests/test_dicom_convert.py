@@ -17,7 +17,7 @@ from sciatic.dicom.convert import convert_directory, convert_series, load_volume
 from sciatic.dicom.scan import read_header
 from sciatic.dicom.series import plan_series
 from sciatic.errors import FileRefusedError, ReasonCode
-from sciatic.imaging.volume import Volume, read_volume, read_volume_known, write_volume
+from sciatic.imaging.volume import Volume, is_remembered, read_volume, read_volume_known, write_volume
 from sciatic.storage import atomic_write, sha256_file
 from tests._dicom_synthetic import AXIAL, mr_dataset, save, slice_pixels, stack_positions, write_stack
 
@@ -146,6 +146,21 @@ def test_a_volume_written_here_is_read_from_memory_exactly_as_from_its_file(tmp_
     assert not remembered.data.flags.writeable
     assert read_volume_known(tmp_path / "v.nii.gz", "0" * 64).data.flags.writeable  # unknown: from the file
     assert read_volume_known(tmp_path / "v.nii.gz", None) is not remembered
+
+
+def test_a_verified_read_is_remembered_for_the_next_step(tmp_path: Path) -> None:
+    path = tmp_path / "other.nii.gz"
+    nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4)).to_filename(path)
+    digest = sha256_file(path)
+    assert not is_remembered(digest)
+    first = read_volume_known(path, digest)  # not verified by the caller: read, not remembered
+    assert not is_remembered(digest) and first.data.flags.writeable
+    checked = read_volume_known(path, digest, verified=True)
+    assert is_remembered(digest)
+    again = read_volume_known(path, digest)
+    assert again is not checked and not again.data.flags.writeable  # a read-only copy, from memory
+    np.testing.assert_array_equal(again.data, read_volume(path).data)
+    np.testing.assert_array_equal(again.affine, read_volume(path).affine)
 
 
 def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:

@@ -100,17 +100,31 @@ def is_remembered(sha256: str) -> bool:
     return sha256 in _recent
 
 
-def read_volume_known(path: str | os.PathLike[str], sha256: str | None) -> Volume:
+def read_volume_known(path: str | os.PathLike[str], sha256: str | None, verified: bool = False) -> Volume:
     """:func:`read_volume`, from memory when this process wrote the file with that sha256 (``None``: read it).
 
     What comes from memory is exactly what reading the file gives (its data
     and the affine as stored), so no result depends on where it came from.
     The file must still exist: a volume whose file is gone fails as before.
+    ``verified``: the caller has just checked that the file's bytes have that
+    sha256, so what is read is remembered too (the next step need not read it).
     """
     if sha256 is not None and sha256 in _recent and Path(path).is_file():  # a file gone is an error, as always
         _recent.move_to_end(sha256)
         return _recent[sha256]
-    return read_volume(path)
+    volume = read_volume(path)
+    if verified and sha256 is not None:
+        _remember(sha256, volume.data, volume.affine)
+    return volume
+
+
+def _remember(sha256: str, data: NDArray[Any], affine: NDArray[Any]) -> None:
+    kept = np.array(data, copy=True)  # a later change to the caller's array must not reach it
+    kept.flags.writeable = False
+    _recent[sha256] = Volume(kept, np.asarray(affine, dtype=np.float64))
+    _recent.move_to_end(sha256)
+    while len(_recent) > RECENT_VOLUMES:
+        _recent.popitem(last=False)
 
 
 def write_volume(volume: Volume, path: str | os.PathLike[str]) -> str:
@@ -130,12 +144,7 @@ def write_volume(volume: Volume, path: str | os.PathLike[str]) -> str:
     img.set_sform(volume.affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
     sha256 = atomic_write(target, lambda fp: _write_gzipped_nifti(img, fp))
-    kept = np.array(volume.data, copy=True)  # a later change to the caller's array must not reach it
-    kept.flags.writeable = False
-    _recent[sha256] = Volume(kept, np.asarray(img.header.get_best_affine(), dtype=np.float64))
-    _recent.move_to_end(sha256)
-    while len(_recent) > RECENT_VOLUMES:
-        _recent.popitem(last=False)
+    _remember(sha256, volume.data, img.header.get_best_affine())
     return sha256
 
 
