@@ -57,13 +57,11 @@ class PhantomOldSite:
         return cls(**{key: int(value[key]) for key in cls.__dataclass_fields__})
 
 
-def shipped_sha256() -> str:
-    return SHIPPED_MODEL_SHA256_FILE.read_text(encoding="utf-8").split()[0].lower()
-
-
 def is_shipped(sha256: str) -> bool:
     """True when a checkpoint's sha256 is the shipped phantom model's."""
-    return sha256.lower() == shipped_sha256()
+    from sciatic.model.demo_model import read_digest
+
+    return sha256.lower() == read_digest(SHIPPED_MODEL_SHA256_FILE)
 
 
 def phantom_items(work_dir: Path, subjects: int, seed: int) -> list[Item]:

@@ -116,6 +116,11 @@ def _labelled_series(engine: Engine) -> dict[int, LabelledSeries]:
         return queries.labelled_series(session)
 
 
+def replay_room(share: float, training_series: int) -> int:
+    """The most series that may be replayed beside ``training_series`` new ones: replay / (train + replay) <= share."""
+    return math.floor(share * training_series / (1 - share) + 1e-9)
+
+
 def plan_split(
     labelled: dict[int, LabelledSeries], earlier: Sequence[dict[str, Any]], seed: int, replay_share: float
 ) -> dict[str, Any]:
@@ -139,8 +144,7 @@ def plan_split(
     }
     in_split = {subject for subjects in parts.values() for subject in subjects}
     pool = sorted(sid for sid, item in labelled.items() if item.subject_id in trained - in_split)
-    # replay / (train + replay) <= share
-    most = math.floor(replay_share * len(split["train"]) / (1 - replay_share) + 1e-9)
+    most = replay_room(replay_share, len(split["train"]))
     split["replay"] = pool if len(pool) <= most else sorted(random.Random(seed).sample(pool, most))
     split["subjects"] = parts
     return split
@@ -172,9 +176,8 @@ def _phantom_old_site(
 
     if not _descends_from_shipped(session, champion):
         return None
-    share = settings.train_replay_share
-    most = math.floor(share * len(split["train"]) / (1 - share) + 1e-9)
-    replay = most - len(split["replay"]) if fine_tuning else 0
+    room = replay_room(settings.train_replay_share, len(split["train"]))
+    replay = room - len(split["replay"]) if fine_tuning else 0
     old_site = PhantomOldSite.for_run(settings.train_seed, replay, settings.train_reference_series)
     if old_site.replay_subjects == 0 and old_site.reference_subjects == 0:
         return None
