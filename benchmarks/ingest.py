@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(results)
     print()
-    print(f"one series as .nii.gz: sciatic {ours_output.describe()}, gzip level {GZIP_LEVEL};")
+    print(f"one series as .nii.gz: sciatic {ours_output.describe()}, gzip level {GZIP_LEVEL} (ISA-L);")
     print(
         f"  dcm2niix {theirs_output.describe()}, gzip level {DCM2NIIX_GZIP_LEVEL} "
         f"({'pigz' if info['pigz'] else 'internal zlib'}); the DICOM files: {raw_size / 1024:.0f} KiB"

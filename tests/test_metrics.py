@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -158,6 +159,25 @@ def test_nerve_metrics_round_trips_through_json() -> None:
     assert len(d["slices"]) == 4
     assert d["series"]["n_nerve_slices"] == 4
     assert len(d["slices"][0]["centroid_ras_mm"]) == 3
+
+
+def test_nerve_metrics_on_the_nerve_box_equal_the_whole_grid() -> None:
+    """nerve_metrics works on the in-plane box around the nerve: every number as on the whole image."""
+    a = oblique_affine()
+    rng = np.random.default_rng(3)
+    m = np.zeros((64, 48, 6), dtype=bool)
+    m[40:47, 5:11, 1:4] = True  # two pieces off-centre, far from the origin
+    m[50:53, 30:34, 2:6] = True
+    image = rng.integers(0, 4000, m.shape).astype(np.int16)
+    whole_slices = slice_metrics(m, a, image)
+    whole = series_metrics(m, a, image, whole_slices)
+    boxed = nerve_metrics(m, a, image)
+    for b, w in zip(boxed.slices, whole_slices, strict=True):  # centroids: equal to rounding (another origin)
+        assert replace(b, centroid_ras_mm=None) == replace(w, centroid_ras_mm=None)
+        assert (b.centroid_ras_mm is None) == (w.centroid_ras_mm is None)
+        assert b.centroid_ras_mm is None or b.centroid_ras_mm == pytest.approx(w.centroid_ras_mm, abs=1e-9)
+    assert boxed.series == whole
+    assert boxed.series.max_pieces == 2 and boxed.series.n_components_3d == 2
 
 
 def test_bad_inputs() -> None:

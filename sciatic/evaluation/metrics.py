@@ -55,13 +55,27 @@ SLICE_CONNECTIVITY = np.ones((3, 3), dtype=bool)
 VOLUME_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
 
-def _signal(image: ArrayLike | None, shape: tuple[int, ...]) -> FloatArray | None:
+def _signal(image: ArrayLike | None, shape: tuple[int, ...]) -> NDArray[Any] | None:
+    """The source image as an array of the mask's shape (converted to float64 only where it is used)."""
     if image is None:
         return None
-    img = np.asarray(np.asanyarray(image), dtype=np.float64)
+    img = np.asanyarray(image)
     if img.shape != shape:
         raise ValueError(f"image shape {img.shape} differs from mask shape {shape}")
     return img
+
+
+def _nerve_box(
+    m: BoolArray, a: FloatArray, img: NDArray[Any] | None
+) -> tuple[BoolArray, FloatArray, NDArray[Any] | None]:
+    """Mask, affine and image cut to the in-plane bounding box of the nerve over all slices (all slices kept)."""
+    columns, rows = np.flatnonzero(m.any(axis=(1, 2))), np.flatnonzero(m.any(axis=(0, 2)))
+    if columns.size == 0:
+        columns = rows = np.array([0])
+    i0, i1, j0, j1 = int(columns[0]), int(columns[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
+    box_a = a.copy()
+    box_a[:3, 3] = a[:3, :3] @ np.array([i0, j0, 0.0]) + a[:3, 3]
+    return m[i0:i1, j0:j1, :], box_a, None if img is None else img[i0:i1, j0:j1, :]
 
 
 # --------------------------------------------------------------------------- results
@@ -187,7 +201,7 @@ def slice_metrics(mask: ArrayLike, affine: ArrayLike, image: ArrayLike | None = 
         mean: float | None = None
         sd: float | None = None
         if img is not None:
-            values = img[:, :, k][sl]
+            values = img[:, :, k][sl].astype(np.float64)
             mean, sd = float(values.mean()), float(values.std())
         _, n_comp = ndimage.label(sl, structure=SLICE_CONNECTIVITY)
         out.append(
@@ -255,7 +269,7 @@ def series_metrics(
         csa_median_mm2=float(np.median(csa)),
         csa_max_mm2=float(csa.max()),
         covered_length_mm=(last - first + 1) * slice_spacing_mm(a),
-        signal_mean=None if img is None else float(img[m].mean()),
+        signal_mean=None if img is None else float(img[m].astype(np.float64).mean()),
         n_components_3d=int(n3d),
         max_pieces=max(s.n_components for s in nerve),
         bifurcation_z_mm=bifurcation_z_mm(slices),
@@ -308,13 +322,19 @@ def nerve_metrics_by_side(
 
 
 def nerve_metrics(mask: ArrayLike, affine: ArrayLike, image: ArrayLike | None = None) -> NerveMetrics:
-    """All metrics of one segmentation: per slice and per series."""
+    """All metrics of one segmentation: per slice and per series.
+
+    Computed on the in-plane box around the nerve (every slice kept), with the
+    affine moved to the box's corner: the same numbers for a fraction of the work.
+    """
     m = as_mask(mask)
     a = validate_affine(affine)
-    slices = slice_metrics(m, a, image)
+    img = _signal(image, m.shape)
+    box_m, box_a, box_img = _nerve_box(m, a, img)
+    slices = slice_metrics(box_m, box_a, box_img)
     n = slice_normal(a)
     return NerveMetrics(
-        series=series_metrics(m, a, image, slices),
+        series=series_metrics(box_m, box_a, box_img, slices),
         slices=slices,
         pixel_area_mm2=pixel_area_mm2(a),
         slice_spacing_mm=slice_spacing_mm(a),
