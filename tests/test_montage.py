@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
@@ -133,6 +133,28 @@ def test_normalize_maps_robust_percentiles_to_unit_range() -> None:
     assert window.low == pytest.approx(np.percentile(volume, 1.0), rel=1e-6)
     assert 0.9 < float(np.mean(out < 1.0) * 100) / 99.5 <= 1.01
     np.testing.assert_allclose(normalize(volume * 7.5 + 100), out, atol=1e-5)  # scanner scale does not matter
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    dtype=st.sampled_from([np.uint8, np.int16, np.uint16, np.int32]),
+    size=st.integers(1, 3000),
+    spread=st.integers(0, 5000),
+    quantiles=st.tuples(st.floats(0, 100), st.floats(0, 100)).map(sorted),
+    seed=st.integers(0, 2**16),
+)
+def test_integer_volumes_get_exactly_numpys_percentiles(
+    dtype: type[np.generic], size: int, spread: int, quantiles: list[float], seed: int
+) -> None:
+    """Integer volumes take their window by counting: the very numbers np.percentile gives, to the last bit."""
+    info = np.iinfo(dtype)  # type: ignore[type-var]
+    low = max(int(info.min), -2000)
+    values = np.random.default_rng(seed).integers(low, min(low + spread, int(info.max)), size, endpoint=True)
+    volume = values.astype(dtype).reshape(size, 1, 1)
+    q_low, q_high = quantiles
+    assume(q_low < q_high)
+    window = robust_window(volume, q_low, q_high)
+    assert (window.low, window.high) == tuple(np.percentile(volume.astype(np.float64), [q_low, q_high]))
 
 
 def test_normalize_handles_flat_and_non_finite_volumes() -> None:
