@@ -41,7 +41,7 @@ model: install
 bench: install
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/inference.py
-	$(BIN)/python benchmarks/channels_last.py
+	$(BIN)/python benchmarks/cpu_runtime.py
 	$(BIN)/python benchmarks/quality.py
 	$(BIN)/python benchmarks/throughput.py
 

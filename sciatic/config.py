@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the U-Net runs: `auto` picks CUDA when available."
     )
+    cpu_runtime: Literal["onnxruntime", "torch"] = Field(
+        "onnxruntime",
+        description="What runs the U-Net on the CPU: ONNX Runtime (about 1.5x faster, same masks) or PyTorch.",
+    )
     series_quiet_seconds: float = Field(
         120.0, ge=0, description="A series is complete when no instance arrived for this long."
     )

@@ -179,11 +179,11 @@ def test_a_cpu_model_runs_in_channels_last_order_with_the_same_masks(tmp_path: P
     from sciatic.model.infer import load_model
     from sciatic.model.shipped import SHIPPED_MODEL
 
-    fast = load_model(SHIPPED_MODEL, None, "cpu")
-    assert fast.channels_last
+    fast = load_model(SHIPPED_MODEL, None, "cpu", cpu_runtime="torch")
+    assert fast.channels_last and fast.onnx is None
     weights = next(p for p in fast.model.parameters() if p.ndim == 4)
     assert weights.is_contiguous(memory_format=torch.channels_last)
-    eager = load_model(SHIPPED_MODEL, None, "cpu")
+    eager = load_model(SHIPPED_MODEL, None, "cpu", cpu_runtime="torch")
     eager.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     eager.channels_last = False
     volume = read_volume(phantom_cases(tmp_path, 1, 103)[0].volume)
@@ -191,3 +191,48 @@ def test_a_cpu_model_runs_in_channels_last_order_with_the_same_masks(tmp_path: P
     b = segment_volume(fast, volume.data, volume.affine).mask
     assert a.sum() > 100  # a nerve was found: the comparison means something
     assert 2 * int((a & b).sum()) / int(a.sum() + b.sum()) >= 0.999
+
+
+def test_onnx_runtime_runs_the_shipped_model_on_the_cpu_with_the_same_masks(tmp_path: Path) -> None:
+    """The default CPU runtime: ONNX Runtime, probabilities within 1e-4 of PyTorch's and the same masks."""
+    from sciatic.imaging.volume import read_volume
+    from sciatic.model.demo_model import phantom_cases
+    from sciatic.model.infer import load_model
+    from sciatic.model.shipped import SHIPPED_MODEL
+
+    onnx = load_model(SHIPPED_MODEL, None, "cpu")
+    assert onnx.onnx is not None
+    torch_bundle = load_model(SHIPPED_MODEL, None, "cpu", cpu_runtime="torch")
+    volume = read_volume(phantom_cases(tmp_path, 1, 104)[0].volume)
+    config = onnx.config
+    p_onnx, p_torch = (
+        predict_probabilities(
+            b.model, config, volume.data, volume.affine, BatchRunner(b.device, 8, False, b.channels_last, b.onnx)
+        )
+        for b in (onnx, torch_bundle)
+    )
+    assert np.abs(p_onnx - p_torch).max() < 1e-4
+    a = segment_volume(torch_bundle, volume.data, volume.affine).mask
+    b = segment_volume(onnx, volume.data, volume.affine).mask
+    assert a.sum() > 100
+    assert 2 * int((a & b).sum()) / int(a.sum() + b.sum()) >= 0.999
+    assert load_model(SHIPPED_MODEL, None, "cuda" if torch.cuda.is_available() else "cpu", "torch").onnx is None
+
+
+@pytest.mark.parametrize("config", [TINY_CASCADE, TINY_SEED], ids=["cascade", "seed"])
+def test_onnx_runtime_exports_once_per_input_shape_and_follows_pytorch(config: ModelConfig) -> None:
+    """Odd and even matrices, one after the other: each shape gets its own export, each result matches PyTorch."""
+    from sciatic.model.onnx_cpu import OnnxRuntime
+
+    bundle = _bundle(config)
+    runtime = OnnxRuntime()
+    for shape in [(40, 36, 8), (37, 29, 7), (40, 36, 3)]:
+        volume = np.random.default_rng(1).normal(100, 20, shape).astype(np.int16)
+        expected = predict_probabilities(bundle.model, config, volume, np.eye(4), BatchRunner(bundle.device, 4, False))
+        got = predict_probabilities(
+            bundle.model, config, volume, np.eye(4), BatchRunner(bundle.device, 4, False, onnx=runtime)
+        )
+        assert got.shape == shape
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    # cascade: the localiser sees two matrices, the segmenter one crop size; seed: fixed montages
+    assert len(runtime._sessions) == (3 if config.mode == "cascade" else 1)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,7 @@ from sciatic.model.data import (
     paste,
     to_montages,
 )
+from sciatic.model.onnx_cpu import OnnxRuntime
 from sciatic.model.unet import Cascade, build_model
 
 
@@ -61,6 +62,8 @@ class ModelBundle:
     #: weights and inputs in NHWC order (``torch.channels_last``): on the CPU the convolutions run
     #: about 1.8x faster so, with probabilities equal to about 1e-5 (docs/benchmarks.md)
     channels_last: bool = False
+    #: on the CPU, ONNX Runtime runs the networks (``sciatic.model.onnx_cpu``); None: PyTorch does
+    onnx: OnnxRuntime | None = None
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,20 @@ class SegmentationResult:
     slice_uncertainty: tuple[float | None, ...] = ()  # per slice; None where the network saw nothing
 
 
-def load_model(path: str | Path, expected_sha256: str | None, device: str | torch.device = "auto") -> ModelBundle:
+CpuRuntime = Literal["onnxruntime", "torch"]
+
+
+def load_model(
+    path: str | Path,
+    expected_sha256: str | None,
+    device: str | torch.device = "auto",
+    cpu_runtime: CpuRuntime = "onnxruntime",
+) -> ModelBundle:
     """Verify and load a checkpoint into an eval-mode network on ``device``.
 
-    Raises ``ModelIntegrityError`` when the sha256 does not match
-    (``expected_sha256=None`` skips the check: for ad-hoc use only).
+    On the CPU, ``cpu_runtime`` runs the networks: ONNX Runtime (default) or
+    PyTorch in channels_last order. Raises ``ModelIntegrityError`` when the
+    sha256 does not match (``expected_sha256=None`` skips the check: for ad-hoc use only).
     """
     start = time.perf_counter()
     target = resolve_device(device)
@@ -103,17 +115,20 @@ def load_model(path: str | Path, expected_sha256: str | None, device: str | torc
         sciatic_version=str(state["sciatic_version"]),
         load_seconds=time.perf_counter() - start,
         channels_last=channels_last,
+        onnx=OnnxRuntime() if target.type == "cpu" and cpu_runtime == "onnxruntime" else None,
     )
 
 
-_loaded: dict[tuple[str, str], ModelBundle] = {}
+_loaded: dict[tuple[str, str, str], ModelBundle] = {}
 
 
-def cached_model(path: str | Path, sha256: str, device: str | torch.device = "auto") -> ModelBundle:
-    """:func:`load_model`, once per process for each checkpoint (by sha256) and device."""
-    key = (sha256, str(device))
+def cached_model(
+    path: str | Path, sha256: str, device: str | torch.device = "auto", cpu_runtime: CpuRuntime = "onnxruntime"
+) -> ModelBundle:
+    """:func:`load_model`, once per process for each checkpoint (by sha256), device and CPU runtime."""
+    key = (sha256, str(device), cpu_runtime)
     if key not in _loaded:
-        _loaded[key] = load_model(path, sha256, device)
+        _loaded[key] = load_model(path, sha256, device, cpu_runtime)
     return _loaded[key]
 
 
@@ -124,15 +139,25 @@ class BatchRunner:
     second stage does not hit the same limit again.
     """
 
-    def __init__(self, device: torch.device, batch_size: int, amp: bool, channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        batch_size: int,
+        amp: bool,
+        channels_last: bool = False,
+        onnx: OnnxRuntime | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.device = device
         self.batch_size = batch_size
         self.amp = amp and device.type == "cuda"
         self.channels_last = channels_last  # the network's weights are NHWC: give it NHWC inputs
+        self.onnx = onnx if device.type == "cpu" else None  # ONNX Runtime runs the networks instead of PyTorch
 
     def _forward(self, net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if self.onnx is not None and isinstance(net, nn.Module):
+            return torch.sigmoid(self.onnx(net, x))
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -336,7 +361,9 @@ def segment_volume(
         model_bundle.model.to(target)
         model_bundle.device = target
     model_bundle.model.eval()
-    runner = BatchRunner(target, batch_size or config.infer_batch_size, config.amp, model_bundle.channels_last)
+    runner = BatchRunner(
+        target, batch_size or config.infer_batch_size, config.amp, model_bundle.channels_last, model_bundle.onnx
+    )
     prob = predict_probabilities(model_bundle.model, config, volume, np.asarray(affine), runner)
     mask = (prob > config.threshold).astype(np.uint8)
     if drop_stray:

@@ -371,7 +371,7 @@ def _score(settings: Settings, engine: Engine, model_id: int, cases: Sequence[Tr
 
     with session_scope(engine) as session:
         model = registry.get(session, model_id)
-        bundle = cached_model(model.checkpoint_path, model.checkpoint_sha256, settings.device)
+        bundle = cached_model(model.checkpoint_path, model.checkpoint_sha256, settings.device, settings.cpu_runtime)
     return score_cases(bundle, cases, settings.failure_dice, settings.drop_stray_components)
 
 

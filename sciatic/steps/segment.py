@@ -84,7 +84,7 @@ def _segment(settings: Settings, engine: Engine, series_id: int, model_id: int, 
     start = time.perf_counter()
     if volume_sha and not is_remembered(volume_sha) and sha256_file(volume_path) != volume_sha:  # else: as written
         raise SciaticError(f"volume {volume_path} of series {series_id} changed since conversion (sha256 differs)")
-    bundle = cached_model(checkpoint, checkpoint_sha, settings.device)
+    bundle = cached_model(checkpoint, checkpoint_sha, settings.device, settings.cpu_runtime)
     # from memory when this process converted it; otherwise read, and kept for measure (its sha256 checked above)
     volume = read_volume_known(volume_path, volume_sha, verified=bool(volume_sha))
     result = segment_volume(
