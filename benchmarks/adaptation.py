@@ -37,7 +37,7 @@ old-site mean Dice is within 0.02 of the champion's (no forgetting). The
 tables are markdown; the exit status is 1 when a target is missed.
 
     .venv/bin/python benchmarks/adaptation.py [--n 4,8,16] [--budget-minutes 20] [--test 20] [--old-test 20]
-        [--epochs E] [--lr-factor F] [--replay-share S] [--anchor A]
+        [--epochs E] [--lr-factor F] [--replay-share S]
         [--label-seed 401] [--test-seed 402] [--old-seed 301] [--slices K]
         [--checkpoint PT] [--database-url postgresql+psycopg2://user@host/postgres] [--work DIR] [--json OUT]
 """
@@ -133,7 +133,6 @@ TRAINING_OPTIONS = {
     "epochs": "train_epochs",
     "lr_factor": "train_fine_tune_lr_factor",
     "replay_share": "train_replay_share",
-    "anchor": "train_fine_tune_anchor",
 }
 
 
@@ -482,8 +481,7 @@ def report(args: argparse.Namespace, info: dict[str, Any], held_out: HeldOut, re
     print(
         f"champion {args.checkpoint.name}; training budget {args.budget_minutes:g} min "
         f"(SCIATIC_TRAIN_MAX_MINUTES), epochs {args.epochs or 'the service default'}, fine-tuning learning-rate "
-        f"factor {args.lr_factor or 'the service default'}, replay share {args.replay_share or 'the service default'}, "
-        f"anchor {args.anchor if args.anchor is not None else 'the service default'}; "
+        f"factor {args.lr_factor or 'the service default'}, replay share {args.replay_share or 'the service default'}; "
         f"device {results[0].training.device}"
     )
     for r in results:
@@ -527,7 +525,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="SCIATIC_TRAIN_EPOCHS (default: the service's)")
     parser.add_argument("--lr-factor", type=float, help="SCIATIC_TRAIN_FINE_TUNE_LR_FACTOR (default: the service's)")
     parser.add_argument("--replay-share", type=float, help="SCIATIC_TRAIN_REPLAY_SHARE (default: the service's)")
-    parser.add_argument("--anchor", type=float, help="SCIATIC_TRAIN_FINE_TUNE_ANCHOR (default: the service's)")
     parser.add_argument("--test", type=int, default=20, help="held-out new-site series (20)")
     parser.add_argument("--old-test", type=int, default=20, help="held-out old-site series (20)")
     parser.add_argument("--label-seed", type=int, default=401, help="seed of the labelled new-site studies")

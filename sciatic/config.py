@@ -220,12 +220,6 @@ class Settings(BaseSettings):
         description="Fine-tuning: the configuration's learning rate is multiplied by this (the run's stored "
         "configuration shows the result).",
     )
-    train_fine_tune_anchor: float = Field(
-        0.0,
-        ge=0,
-        description="Fine-tuning: after every step each weight is pulled back toward the production model's by "
-        "learning rate x this of its distance (decoupled L2-SP, against forgetting; 0: none).",
-    )
     train_reference_series: int = Field(
         20,
         ge=0,

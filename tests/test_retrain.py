@@ -192,7 +192,6 @@ def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
     monkeypatch.setenv("SCIATIC_TRAIN_REFERENCE_SERIES", "2")
     monkeypatch.setenv("SCIATIC_TRAIN_REPLAY_SHARE", "0.2")
     monkeypatch.setenv("SCIATIC_TRAIN_FINE_TUNE_LR_FACTOR", "0.25")
-    monkeypatch.setenv("SCIATIC_TRAIN_FINE_TUNE_ANCHOR", "7.5")
     get_settings.cache_clear()
     _arrive(phantoms / "first")
     shipped = add_model(get_settings(), default_engine(), SHIPPED_MODEL, promote=True).model_id
@@ -209,7 +208,6 @@ def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
     pipeline.train_challenger(run_id, epochs=1, max_minutes=0.001)  # one optimiser step: about the champion
     trained = _trained_event(run_id)
     assert trained["replayed_phantoms"] == old_site.replay_subjects
-    assert trained["anchor_strength"] == 7.5
     assert trained["training_series"] == len(run.split["train"]) + old_site.replay_subjects
     training_folder = DataLayout.of(get_settings()).training_run(run_id)
     assert not (training_folder / "old-site-replay").exists()  # regenerated studies do not stay on disk

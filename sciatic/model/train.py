@@ -71,28 +71,6 @@ class StepBudget:
         return self.deadline is not None and time.perf_counter() >= self.deadline
 
 
-class Anchor:
-    """Decay toward the starting weights instead of toward zero (a decoupled L2-SP) while fine-tuning.
-
-    After each optimiser step every parameter moves back toward where
-    training started by ``learning rate x strength`` of its distance: the
-    further a weight drifts from the champion's, the harder it is pulled back,
-    which limits forgetting of what the champion knew. Strength 0: no pull.
-    """
-
-    def __init__(self, model: nn.Module, strength: float) -> None:
-        if strength < 0:
-            raise ValueError("anchor strength must be >= 0")
-        self.strength = strength
-        self.start = [p.detach().clone() for p in model.parameters()]
-
-    @torch.no_grad()
-    def pull(self, model: nn.Module, lr: float) -> None:
-        rate = min(1.0, lr * self.strength)
-        for p, p0 in zip(model.parameters(), self.start, strict=True):
-            p.sub_((p - p0) * rate)
-
-
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-pixel BCE (``bce``, the seed's) or BCE + soft Dice over the batch (``dice_bce``)."""
     logits = logits.float()
@@ -133,13 +111,11 @@ def train_one_epoch(
     epoch: int,
     progress: bool = True,
     budget: StepBudget | None = None,
-    anchor: Anchor | None = None,
 ) -> float:
     """One pass over the loader; returns the mean training loss.
 
     With a ``budget``, each optimiser step is counted in it and the pass ends
-    early, after the step that exhausts it. An ``anchor`` pulls the weights
-    back toward the starting ones after every step.
+    early, after the step that exhausts it.
     """
     model.train()
     total, count = 0.0, 0
@@ -156,8 +132,6 @@ def train_one_epoch(
         else:
             torch.autograd.backward(loss)
             optimizer.step()
-        if anchor is not None and anchor.strength > 0:
-            anchor.pull(model, float(optimizer.param_groups[0]["lr"]))
         if scheduler is not None:
             scheduler.step()
         size = next(iter(batch.values())).shape[0]
@@ -256,7 +230,6 @@ def train(
     max_steps: int | None = None,
     failure_dice: float = FAILURE_DICE,
     initial_state: Mapping[str, torch.Tensor] | None = None,
-    anchor_strength: float = 0.0,
 ) -> TrainResult:
     """Train ``config`` and write the best-validation-Dice checkpoint to ``out_dir/model.pt``.
 
@@ -269,8 +242,7 @@ def train(
     the result says ``stopped_by_budget``. ``out_dir/history.json`` is
     rewritten after every epoch (each entry also gives the cumulative
     ``steps``). ``initial_state`` (a state dict of the same configuration, e.g.
-    the production model's) replaces the random initial weights: fine-tuning;
-    ``anchor_strength`` > 0 then pulls the weights back toward it (:class:`Anchor`).
+    the production model's) replaces the random initial weights: fine-tuning.
     """
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
@@ -278,8 +250,6 @@ def train(
         raise ValueError("max_seconds must be > 0")
     if max_steps is not None and max_steps < 1:
         raise ValueError("max_steps must be >= 1")
-    if anchor_strength < 0:
-        raise ValueError("anchor strength must be >= 0")
     if not train_items or not val_items:
         raise ValueError("training needs at least one training and one validation subject")
     start = time.perf_counter()
@@ -301,7 +271,6 @@ def train(
             model.load_state_dict(initial_state)
         initial_digest = state_digest(model.state_dict())
         model = model.to(target)
-        anchor = Anchor(model, anchor_strength) if initial_state is not None and anchor_strength > 0 else None
         dataset: EpochDataset = make_dataset(train_subjects, config, seed)
         generator = torch.Generator().manual_seed(seed)
         loader: DataLoader[dict[str, torch.Tensor]] = DataLoader(
@@ -330,9 +299,7 @@ def train(
         for epoch in epoch_bar:
             dataset.set_epoch(epoch)
             steps_before = budget.steps
-            loss = train_one_epoch(
-                model, config, loader, optimizer, scheduler, scaler, target, epoch, progress, budget, anchor
-            )
+            loss = train_one_epoch(model, config, loader, optimizer, scheduler, scaler, target, epoch, progress, budget)
             metrics = {"train_loss": loss, **evaluate(model, config, val_subjects, target, failure_dice=failure_dice)}
             history.append({"epoch": float(epoch), **metrics, "steps": float(budget.steps)})
             if not best or metrics["val_dice"] > best["val_dice"]:

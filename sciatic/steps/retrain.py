@@ -319,7 +319,6 @@ def train_challenger(
             failure_dice=settings.failure_dice,
             max_seconds=60 * minutes if minutes > 0 else None,
             initial_state=initial_state,
-            anchor_strength=settings.train_fine_tune_anchor,
         )
     finally:
         shutil.rmtree(replay_dir, ignore_errors=True)
@@ -353,7 +352,6 @@ def train_challenger(
             replayed_phantoms=len(replayed),
             initial_model_id=initial_id,
             initial_weights=result.initial_digest,
-            anchor_strength=settings.train_fine_tune_anchor if initial_id is not None else 0.0,
         )
         return version.id
 
