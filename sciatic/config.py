@@ -52,6 +52,10 @@ _SERIES = SeriesLimits()  # and the size limits with theirs
 _RULES = EligibilityRules()  # and the eligibility rules with theirs
 
 
+#: What runs the U-Net on the CPU (``sciatic.model.onnx_cpu``, or PyTorch in channels_last order).
+CpuRuntime = Literal["onnxruntime", "torch"]
+
+
 class Settings(BaseSettings):
     """Effective configuration of one sciatic process."""
 
@@ -82,7 +86,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where the U-Net runs: `auto` picks CUDA when available."
     )
-    cpu_runtime: Literal["onnxruntime", "torch"] = Field(
+    cpu_runtime: CpuRuntime = Field(
         "onnxruntime",
         description=(
             "What runs the U-Net on the CPU: ONNX Runtime (faster; masks within Dice 0.999 of PyTorch's) or PyTorch."

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from sciatic.config import CpuRuntime
 from sciatic.imaging.normalize import normalize
 from sciatic.model.checkpoint import checkpoint_config, load_checkpoint
 from sciatic.model.configs import ModelConfig
@@ -77,9 +78,6 @@ class SegmentationResult:
     inference_seconds: float  # normalisation, network(s), unmontage / paste, clean-up
     uncertainty: float = 0.0  # of the whole volume, 0 (sure) to 1 (a coin toss): see uncertainty()
     slice_uncertainty: tuple[float | None, ...] = ()  # per slice; None where the network saw nothing
-
-
-CpuRuntime = Literal["onnxruntime", "torch"]
 
 
 def load_model(
