@@ -30,6 +30,7 @@ from sciatic.dicom.eligibility import EligibilityRules
 from sciatic.dicom.limits import SeriesLimits
 from sciatic.errors import ConfigurationError
 from sciatic.evaluation.thresholds import QcThresholds
+from sciatic.model.configs import CpuRuntime
 
 ENV_PREFIX = "SCIATIC_"
 CONFIG_FILE_ENV = "SCIATIC_CONFIG_FILE"
@@ -50,10 +51,6 @@ _SUBDIRS: dict[str, str] = {
 _QC = QcThresholds()  # the QC defaults live with the thresholds
 _SERIES = SeriesLimits()  # and the size limits with theirs
 _RULES = EligibilityRules()  # and the eligibility rules with theirs
-
-
-#: What runs the U-Net on the CPU (``sciatic.model.onnx_cpu``, or PyTorch in channels_last order).
-CpuRuntime = Literal["onnxruntime", "torch"]
 
 
 class Settings(BaseSettings):

@@ -30,6 +30,8 @@ InputMode = Literal["montage", "cascade"]
 LossKind = Literal["bce", "dice_bce"]
 OptimizerKind = Literal["sgd", "adamw"]
 ScheduleKind = Literal["constant", "cosine"]
+#: What runs the U-Net on the CPU (``sciatic.model.onnx_cpu``, or PyTorch in channels_last order).
+CpuRuntime = Literal["onnxruntime", "torch"]
 
 
 @dataclass(frozen=True)

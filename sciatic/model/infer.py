@@ -22,10 +22,9 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from sciatic.config import CpuRuntime
 from sciatic.imaging.normalize import normalize
 from sciatic.model.checkpoint import checkpoint_config, load_checkpoint
-from sciatic.model.configs import ModelConfig
+from sciatic.model.configs import CpuRuntime, ModelConfig
 from sciatic.model.data import (
     crop,
     downsample,
