@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     qc_max_uncertainty: float = Field(
         _QC.max_uncertainty, ge=0, le=1, description="QC: a segmentation the network was less sure of is flagged."
     )
+    qc_min_image_snr: float = Field(
+        _QC.min_image_snr, ge=0, description="QC: an image with a lower estimated signal-to-noise ratio is flagged."
+    )
     qc_max_nerve_anterior_mm: float = Field(
         _QC.max_nerve_anterior_mm,
         description="QC: a nerve further anterior (mm) than the centre of its thigh's cross-section is flagged.",
@@ -422,6 +425,7 @@ class Settings(BaseSettings):
             min_nerve_slice_fraction=self.qc_min_nerve_slice_fraction,
             max_nerve_anterior_mm=self.qc_max_nerve_anterior_mm,
             max_uncertainty=self.qc_max_uncertainty,
+            min_image_snr=self.qc_min_image_snr,
             failure_dice=self.failure_dice,
         )
 

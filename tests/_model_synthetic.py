@@ -37,6 +37,7 @@ TINY_CASCADE: ModelConfig = dataclasses.replace(
     localizer=UNetConfig(in_channels=3, width=4, depth=2, norm="batch", bilinear=True),
     localizer_factor=2,
     crop_size=16,
+    pixel_mm=None,  # the blobs keep their 0.8 mm pixels (tests of pixel_mm set it)
     crop_jitter=2,
     batch_size=8,
     lr=1e-2,

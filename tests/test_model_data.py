@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
 from sciatic.imaging.normalize import normalize
-from sciatic.model.configs import SEED, AugmentConfig
+from sciatic.model.configs import SEED, AugmentConfig, config_from_dict, config_to_dict
 from sciatic.model.data import (
     CascadeDataset,
     MontageDataset,
     Orientation,
+    TrainingCase,
     as_case,
     augment,
     crop,
     downsample,
     from_montages,
+    network_shape,
     pad_collate,
     paste,
+    resample_volume,
     slice_stack,
     to_montages,
 )
@@ -185,3 +190,36 @@ def test_prone_nerve_lands_where_supine_nerve_is() -> None:
     volume[1, 4, 0] = 1  # patient right (low X... flipped) and anterior in a prone image
     turn = Orientation.from_affine(_affine((-1, 0, 0), (0, -1, 0)))
     assert np.argwhere(turn.to_canonical(volume)[:, :, 0]).tolist() == [[4, 1]]
+
+
+def test_network_shape_scales_each_axis_to_the_configured_pixel_size() -> None:
+    fine = dataclasses.replace(TINY_CASCADE, pixel_mm=0.5)
+    affine = np.diag([-0.9, -0.6, 4.0, 1.0])
+    assert network_shape(fine, affine, Orientation.from_affine(affine), (40, 30, 5)) == (72, 36)
+    # array axes swapped against the patient's: the canonical X is the array's second axis
+    swapped = np.array([[0, -0.6, 0, 0], [-0.9, 0, 0, 0], [0, 0, 4.0, 0], [0, 0, 0, 1]])
+    turn = Orientation.from_affine(swapped)
+    assert turn.transpose and network_shape(fine, swapped, turn, (40, 30, 5)) == (48, 54)
+    assert network_shape(TINY_CASCADE, affine, Orientation(), (40, 30, 5)) == (40, 30)
+
+
+def test_resampled_training_masks_keep_the_nerve_area_in_mm2() -> None:
+    x, y = np.meshgrid(np.arange(40) * 0.9, np.arange(60) * 0.6, indexing="ij")
+    disk = ((x - 18.0) ** 2 + (y - 18.0) ** 2 <= 5.0**2).astype(np.uint8)[:, :, None].repeat(3, axis=2)
+    case = TrainingCase(100 + 900 * disk.astype(np.float32), disk, np.diag([-0.9, -0.6, 4.0, 1.0]), "disk")
+    dataset = CascadeDataset([case], dataclasses.replace(TINY_CASCADE, pixel_mm=0.5), seed=0)
+    volume, mask = dataset.data[0]
+    assert volume.shape == (72, 72, 3) and mask.shape == (72, 72, 3) and set(np.unique(mask)) == {0, 1}
+    area = mask[:, :, 1].sum() * 0.5 * 0.5
+    assert abs(area - np.pi * 25) / (np.pi * 25) < 0.05
+    assert np.array_equal(resample_volume(volume, (72, 72)), volume)  # already on the grid: unchanged
+
+
+def test_pixel_size_is_for_the_cascade_and_older_checkpoints_keep_their_own_pixels() -> None:
+    with pytest.raises(ValueError, match="cascade only"):
+        dataclasses.replace(SEED, pixel_mm=0.7)
+    with pytest.raises(ValueError, match="plausible"):
+        dataclasses.replace(TINY_CASCADE, pixel_mm=0.0)
+    written_before = config_to_dict(TINY_CASCADE)
+    del written_before["pixel_mm"]
+    assert config_from_dict(written_before).pixel_mm is None

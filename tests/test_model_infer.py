@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -236,3 +237,34 @@ def test_onnx_runtime_exports_once_per_input_shape_and_follows_pytorch(config: M
         np.testing.assert_allclose(got, expected, atol=1e-5)
     # cascade: the localiser sees two matrices, the segmenter one crop size; seed: fixed montages
     assert len(runtime._sessions) == (3 if config.mode == "cascade" else 1)
+
+
+class _Threshold(nn.Module):
+    """A stand-in network: logits that say "nerve" wherever the middle input channel is bright."""
+
+    def __init__(self, seen: list[tuple[int, ...]]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(tuple(x.shape[-2:]))
+        return 40.0 * (x[:, 1:2] - 0.5)
+
+
+def test_a_fixed_pixel_size_runs_the_networks_on_that_grid_and_returns_the_volumes() -> None:
+    config = dataclasses.replace(TINY_CASCADE, pixel_mm=0.5, crop_size=32)
+    model = build_model(config)
+    assert isinstance(model, Cascade)
+    localizer_saw: list[tuple[int, ...]] = []
+    model.localizer, model.segmenter = _Threshold(localizer_saw), _Threshold([])
+    bundle = ModelBundle(model=model.eval(), config=config, device=torch.device("cpu"))
+    # a 5 mm nerve on 0.9 x 0.6 mm pixels
+    x, y = np.meshgrid(np.arange(40) * 0.9, np.arange(50) * 0.6, indexing="ij")
+    disk = (x - 17.0) ** 2 + (y - 14.0) ** 2 <= 5.0**2
+    volume = np.where(disk, 1000.0, 100.0)[:, :, None].repeat(4, axis=2).astype(np.float32)
+    result = segment_volume(bundle, volume, np.diag([-0.9, -0.6, 4.0, 1.0]), batch_size=4, drop_stray=False)
+    assert result.mask.shape == volume.shape
+    assert localizer_saw[0] == (72 // config.localizer_factor, 60 // config.localizer_factor)
+    area = result.mask[:, :, 2].sum() * 0.9 * 0.6
+    assert abs(area - np.pi * 25) / (np.pi * 25) < 0.08
+    assert (result.mask[:, :, 2].astype(bool) == disk).mean() > 0.99

@@ -68,6 +68,7 @@ def test_steps_leave_the_rows_they_promise(backend: str, phantom_source: Path) -
     mask, volume = read_volume(segmentation.mask_path), read_volume(series.volume_path or "")
     assert mask.shape == volume.shape and np.array_equal(mask.affine, volume.affine)
     assert segmentation.model_version_id == model_id and segmentation.device == "cpu"
+    assert segmentation.image_snr is not None and segmentation.image_snr > 4  # a phantom at SNR 12-35
     whole = SliceMetric.side == "all"  # the whole mask; each leg has rows of its own too
     assert len(_rows(SliceMetric, SliceMetric.segmentation_id == segmentation.id, whole)) == series.n_slices
     assert len(_rows(NerveMetric, NerveMetric.side == "all")) == 2 and len(_rows(QcResult)) == 2

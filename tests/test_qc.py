@@ -463,3 +463,21 @@ def test_an_unsure_network_is_reviewed() -> None:
     whole, per_slice = uncertainty(unsure)
     assert whole == pytest.approx(1.0) and per_slice[:2] == pytest.approx((1.0, 1.0)) and per_slice[2] is None
     assert uncertainty(np.zeros((4, 4, 2), np.float32)) == (1.0, (None, None))  # it saw nothing at all
+
+
+def test_the_image_snr_is_estimated_from_the_image_and_a_noisy_one_is_reviewed() -> None:
+    from sciatic.evaluation.qc import snr_findings
+    from sciatic.imaging.noise import estimate_snr
+
+    rng = np.random.default_rng(4)
+    x, y = np.meshgrid(np.arange(128), np.arange(128), indexing="ij")
+    thigh = np.where((x - 64) ** 2 + (y - 64) ** 2 < 50**2, 400.0, 20.0)[:, :, None].repeat(12, axis=2)
+    for sd in (16.0, 32.0):  # SNR 25 and 12.5: the estimate within a quarter (edges add a little noise)
+        estimate = estimate_snr(thigh + rng.normal(0.0, sd, thigh.shape))
+        assert estimate is not None and abs(estimate - 400.0 / sd) < 0.25 * 400.0 / sd
+    buried = estimate_snr(thigh + rng.normal(0.0, thigh.std(), thigh.shape))  # the QC benchmark's corruption
+    assert buried is not None and buried < 4
+    assert estimate_snr(np.zeros((16, 16, 3))) is None  # flat: no noise to measure
+    assert snr_findings(None) == [] and snr_findings(12.0) == []
+    (finding,) = snr_findings(buried)
+    assert finding.flag is QcFlag.LOW_SNR and f"{buried:.1f}" in finding.detail

@@ -269,6 +269,9 @@ class Segmentation(Base):
     mask_sha256: Mapped[str] = mapped_column(SHA256)
     uncertainty: Mapped[float | None] = mapped_column(Float, comment="the network's doubt, 0 (sure) to 1")
     slice_uncertainty: Mapped[list[Any] | None] = mapped_column(comment="per slice; null where it saw nothing")
+    image_snr: Mapped[float | None] = mapped_column(
+        Float, comment="the segmented image's signal-to-noise ratio, estimated from the image (sciatic.imaging.noise)"
+    )
     device: Mapped[str] = mapped_column(String(32))
     batch_size: Mapped[int] = mapped_column(Integer)
     load_seconds: Mapped[float] = mapped_column(Float)

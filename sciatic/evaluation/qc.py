@@ -68,6 +68,7 @@ __all__ = [
     "compare_masks",
     "dice",
     "inter_rater_summary",
+    "snr_findings",
     "status_of",
     "surface_distances_mm",
     "uncertainty_findings",
@@ -281,6 +282,7 @@ class QcFlag(StrEnum):
     LEG_WITHOUT_NERVE = "leg_without_nerve"  # a thigh in the field of view without any nerve found in it
     NERVE_NOT_POSTERIOR = "nerve_not_posterior"  # in front of the thigh's centre: not where the sciatic nerve runs
     HIGH_UNCERTAINTY = "high_uncertainty"  # the network itself was unsure
+    LOW_SNR = "low_snr"  # the image is too noisy to measure a nerve in
     LABEL_DICE_FAILED = "label_dice_failed"
 
 
@@ -477,6 +479,14 @@ def uncertainty_findings(value: float | None, thresholds: QcThresholds | None = 
     if value is None or value <= t.max_uncertainty:
         return []
     return [QcFinding(QcFlag.HIGH_UNCERTAINTY, f"the network's uncertainty {value:.2f} > {t.max_uncertainty:g}")]
+
+
+def snr_findings(value: float | None, thresholds: QcThresholds | None = None) -> list[QcFinding]:
+    """A finding when the image's estimated signal-to-noise ratio is below the threshold."""
+    t = thresholds or QcThresholds()
+    if value is None or value >= t.min_image_snr:
+        return []
+    return [QcFinding(QcFlag.LOW_SNR, f"the image's signal-to-noise ratio {value:.1f} < {t.min_image_snr:g}")]
 
 
 def status_of(found: Sequence[QcFinding]) -> QcStatus:

@@ -86,6 +86,9 @@ class ModelConfig:
     context: int = 1  # neighbouring slices on each side given as channels (2.5D)
     localizer_factor: int = 4  # in-plane down-sampling of the localiser input
     crop_size: int = 64  # fine crop, pixels at full resolution (a multiple of 2**net.depth)
+    #: in-plane pixel size (mm) both networks see: slices are resampled to it and the
+    #: probabilities back to the volume's grid; None keeps each volume's own pixels
+    pixel_mm: float | None = None
     crop_jitter: int = 8  # training: max offset of the crop centre from the nerve, pixels
     p_random_crop: float = 0.1  # training: crops centred anywhere (teaches "no nerve here")
     # loss and optimisation
@@ -113,8 +116,13 @@ class ModelConfig:
                 raise ValueError(f"context {self.context} needs {channels} input channels")
             if self.crop_size % (2**self.net.depth):
                 raise ValueError(f"crop_size {self.crop_size} is not a multiple of 2**{self.net.depth}")
-        elif self.net.in_channels != 1:
-            raise ValueError("montage mode takes one input channel")
+            if self.pixel_mm is not None and not 0.05 <= self.pixel_mm <= 10:
+                raise ValueError(f"pixel_mm {self.pixel_mm} is not a plausible in-plane pixel size")
+        else:
+            if self.net.in_channels != 1:
+                raise ValueError("montage mode takes one input channel")
+            if self.pixel_mm is not None:
+                raise ValueError("pixel_mm applies to the cascade only (the seed's montages keep their pixels)")
         if self.net.out_channels != 1:
             raise ValueError("the nerve is one foreground class: out_channels must be 1")
 
@@ -145,6 +153,7 @@ CASCADE = ModelConfig(
     context=1,
     localizer_factor=4,
     crop_size=96,
+    pixel_mm=0.7,
     crop_jitter=12,
     loss="dice_bce",
     optimizer="adamw",

@@ -118,6 +118,41 @@ def orientation(config: ModelConfig, affine: npt.NDArray[Any]) -> Orientation:
     return Orientation.from_affine(affine) if config.canonical_orientation else Orientation()
 
 
+# ---------------------------------------------------------------- in-plane pixel size
+
+
+def network_shape(
+    config: ModelConfig, affine: npt.NDArray[Any], turn: Orientation, shape: tuple[int, ...]
+) -> tuple[int, int]:
+    """The in-plane size ``(X, Y)`` the networks see for a canonical slice of ``shape``.
+
+    With ``config.pixel_mm`` set, each in-plane axis is scaled from the volume's
+    pixel size to that one; otherwise the slice keeps its own size.
+    """
+    size = (int(shape[0]), int(shape[1]))
+    if config.pixel_mm is None:
+        return size
+    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :2], axis=0)
+    if turn.transpose:
+        spacing = spacing[::-1]
+    scaled = [max(1, round(n * float(mm) / config.pixel_mm)) for n, mm in zip(size, spacing, strict=True)]
+    return scaled[0], scaled[1]
+
+
+def resample_slices(slices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(N, C, X, Y)`` resampled in-plane to ``size`` (bilinear, anti-aliased when shrinking); same when equal."""
+    if tuple(slices.shape[-2:]) == size:
+        return slices
+    return F.interpolate(slices, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def resample_volume(volume: npt.NDArray[Any], size: tuple[int, int]) -> FloatArray:
+    """An ``(X, Y, Z)`` array resampled in-plane to ``size`` (see :func:`resample_slices`), float32."""
+    slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, 2, 0), dtype=np.float32))[:, None]
+    out: FloatArray = np.ascontiguousarray(np.moveaxis(resample_slices(slices, size)[:, 0].numpy(), 0, 2))
+    return out
+
+
 # ---------------------------------------------------------------- montages
 
 
@@ -249,12 +284,17 @@ def augment(
 
 
 def _prepared(subjects: Sequence[TrainingCase], config: ModelConfig) -> list[tuple[FloatArray, MaskArray]]:
-    """Normalised volumes and 0/1 masks, in the configuration's in-plane orientation."""
+    """Normalised volumes and 0/1 masks, in the configuration's in-plane orientation and pixel size."""
     out = []
     for s in subjects:
         turn = orientation(config, s.affine)
         volume = turn.to_canonical(normalize(s.volume))
-        out.append((volume, turn.to_canonical((np.asarray(s.mask) > 0).astype(np.uint8))))
+        mask = turn.to_canonical((np.asarray(s.mask) > 0).astype(np.uint8))
+        size = network_shape(config, s.affine, turn, volume.shape)
+        if size != volume.shape[:2]:
+            volume = resample_volume(volume, size)
+            mask = (resample_volume(mask, size) >= 0.5).astype(np.uint8)
+        out.append((volume, mask))
     return out
 
 

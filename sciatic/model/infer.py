@@ -29,8 +29,10 @@ from sciatic.model.data import (
     crop,
     downsample,
     from_montages,
+    network_shape,
     orientation,
     paste,
+    resample_slices,
     to_montages,
 )
 from sciatic.model.onnx_cpu import OnnxRuntime
@@ -259,14 +261,22 @@ def _stacks(volume: torch.Tensor, context: int) -> torch.Tensor:
     return slices[index]
 
 
-def predict_probabilities(
+@dataclass(frozen=True)
+class Probabilities:
+    """Foreground probabilities of one volume, on its grid and as the networks gave them."""
+
+    volume: npt.NDArray[np.float32]  # the volume's exact (X, Y, Z) grid and orientation
+    network: npt.NDArray[np.float32]  # (X', Y', Z): canonical orientation, the networks' pixel size
+
+
+def network_probabilities(
     model: nn.Module,
     config: ModelConfig,
     volume: npt.NDArray[Any],
     affine: npt.NDArray[Any],
     runner: BatchRunner,
-) -> npt.NDArray[np.float32]:
-    """Foreground probabilities of the volume's exact ``(X, Y, Z)`` shape (model in eval mode)."""
+) -> Probabilities:
+    """The model's probabilities for one ``(X, Y, Z)`` volume (model in eval mode)."""
     turn = orientation(config, affine)
     normalized = turn.to_canonical(normalize(volume))
     with torch.inference_mode():
@@ -275,22 +285,38 @@ def predict_probabilities(
             x = torch.from_numpy(np.ascontiguousarray(montages, dtype=np.float32))[:, None]
             prob = runner.run(model, x)[:, 0].numpy()
             out = np.asarray(from_montages(prob, layout), dtype=np.float32)
+            network = out
         else:
             assert isinstance(model, Cascade)
-            stacks = _stacks(torch.from_numpy(normalized), config.context)
+            grid = network_shape(config, affine, turn, normalized.shape)
+            slices = resample_slices(torch.from_numpy(normalized).permute(2, 0, 1)[:, None], grid)
+            stacks = _stacks(slices[:, 0].permute(1, 2, 0), config.context)
             loc = runner.run(model.localizer, downsample(stacks, config.localizer_factor))[:, 0]
             size = config.crop_size
-            centres = crop_centres(loc.numpy(), config.threshold, config.localizer_factor, normalized.shape[:2], size)
+            centres = crop_centres(loc.numpy(), config.threshold, config.localizer_factor, grid, size)
             crops = torch.stack([crop(stacks[k], int(cx), int(cy), size) for k, cx, cy in centres])
             fine = runner.run(model.segmenter, crops)[:, 0]
-            full = torch.zeros(stacks.shape[0], *stacks.shape[-2:])
+            full = torch.zeros(stacks.shape[0], *grid)
             for i, (k, cx, cy) in enumerate(centres):
                 paste(full[k], fine[i], int(cx), int(cy))  # overlapping crops: the larger probability wins
-            out = full.permute(1, 2, 0).numpy()
+            network = full.permute(1, 2, 0).numpy()
+            # back to the volume's pixels; shrinking averages, so p >= 0.5 reads as a partial volume >= 0.5
+            out = resample_slices(full[:, None], normalized.shape[:2])[:, 0].permute(1, 2, 0).numpy()
     out = turn.from_canonical(out)
     if out.shape != volume.shape:
         raise RuntimeError(f"prediction shape {out.shape} differs from the volume's {volume.shape}")
-    return out
+    return Probabilities(volume=out, network=network)
+
+
+def predict_probabilities(
+    model: nn.Module,
+    config: ModelConfig,
+    volume: npt.NDArray[Any],
+    affine: npt.NDArray[Any],
+    runner: BatchRunner,
+) -> npt.NDArray[np.float32]:
+    """Foreground probabilities of the volume's exact ``(X, Y, Z)`` shape (model in eval mode)."""
+    return network_probabilities(model, config, volume, affine, runner).volume
 
 
 CANDIDATE_PROBABILITY = 0.1  # voxels the network gives at least this much count towards uncertainty
@@ -361,11 +387,12 @@ def segment_volume(
     runner = BatchRunner(
         target, batch_size or config.infer_batch_size, config.amp, model_bundle.channels_last, model_bundle.onnx
     )
-    prob = predict_probabilities(model_bundle.model, config, volume, np.asarray(affine), runner)
-    mask = (prob > config.threshold).astype(np.uint8)
+    prob = network_probabilities(model_bundle.model, config, volume, np.asarray(affine), runner)
+    mask = (prob.volume > config.threshold).astype(np.uint8)
     if drop_stray:
         mask = drop_stray_components(mask)
-    whole, per_slice = uncertainty(prob)
+    # the networks' own confidence, before resampling to the volume's pixels blurs every edge
+    whole, per_slice = uncertainty(prob.network)
     return SegmentationResult(
         mask=mask,
         device=str(target),

@@ -33,6 +33,7 @@ from sciatic.evaluation.qc import (
     assess_legs,
     compare_masks,
     inter_rater_summary,
+    snr_findings,
     status_of,
     uncertainty_findings,
 )
@@ -130,8 +131,9 @@ def _quality_control(settings: Settings, engine: Engine, segmentation_id: int) -
     with session_scope(engine) as session:
         segmentation = session.get(Segmentation, segmentation_id)
         doubt = segmentation.uncertainty if segmentation is not None else None
+        snr = segmentation.image_snr if segmentation is not None else None
     if QcFlag.EMPTY_MASK not in verdict.flags:
-        findings = (*verdict.findings, *uncertainty_findings(doubt, thresholds))
+        findings = (*verdict.findings, *uncertainty_findings(doubt, thresholds), *snr_findings(snr, thresholds))
         verdict = QcVerdict(status_of(findings), findings)
     with session_scope(engine) as session:
         segmentation = session.get(Segmentation, segmentation_id)

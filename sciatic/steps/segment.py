@@ -57,6 +57,7 @@ def segment_series(
 
 
 def _segment(settings: Settings, engine: Engine, series_id: int, model_id: int, force: bool) -> int:
+    from sciatic.imaging.noise import estimate_snr
     from sciatic.imaging.volume import Volume, is_remembered, read_volume_known, write_volume
     from sciatic.model.infer import cached_model, segment_volume
     from sciatic.storage import sha256_file
@@ -94,6 +95,7 @@ def _segment(settings: Settings, engine: Engine, series_id: int, model_id: int, 
         drop_stray=settings.drop_stray_components,
     )
     mask_sha = write_volume(Volume(result.mask, volume.affine), target)
+    snr = estimate_snr(volume.data)
     total = time.perf_counter() - start
     with session_scope(engine) as session:
         row = session.scalars(
@@ -108,6 +110,7 @@ def _segment(settings: Settings, engine: Engine, series_id: int, model_id: int, 
         row.mask_path, row.mask_sha256 = str(target), mask_sha
         row.device, row.batch_size = result.device, result.batch_size
         row.uncertainty, row.slice_uncertainty = result.uncertainty, list(result.slice_uncertainty)
+        row.image_snr = snr
         row.load_seconds, row.inference_seconds, row.total_seconds = (
             result.load_seconds,
             result.inference_seconds,
