@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from collections import Counter
@@ -91,6 +92,7 @@ class Outcome:
     flags: list[str] = field(default_factory=list)
     details: list[str] = field(default_factory=list)
     uncertainty: float | None = None
+    image_snr: float | None = None
 
 
 # --------------------------------------------------------------------------- set-up
@@ -205,8 +207,13 @@ def outcomes(inputs: list[Input], summary: NightlySummary) -> list[Outcome]:
                 by_uid[q.series_instance_uid].conversion = "quarantined"
                 by_uid[q.series_instance_uid].refusal = f"{q.reason.value}: {q.detail}"
         segmented = [c.info.segmentation_id for c in summary.cases]
-        query = select(Segmentation.id, Segmentation.uncertainty).where(Segmentation.id.in_(segmented))
-        doubt = {row[0]: row[1] for row in session.execute(query)}
+        query = select(Segmentation.id, Segmentation.uncertainty, Segmentation.image_snr).where(
+            Segmentation.id.in_(segmented)
+        )
+        doubt: dict[int, float | None] = {}
+        snr: dict[int, float | None] = {}
+        for segmentation_id, uncertainty, image_snr in session.execute(query):
+            doubt[segmentation_id], snr[segmentation_id] = uncertainty, image_snr
     for series_id, error in summary.failed_series:
         if series_id in ids:
             by_uid[ids[series_id]].error = error
@@ -221,6 +228,7 @@ def outcomes(inputs: list[Input], summary: NightlySummary) -> list[Outcome]:
             out.flags = [flag for flag, _ in case.info.flags]
             out.details = [f"{flag}: {detail}" for flag, detail in case.info.flags]
             out.uncertainty = doubt.get(case.info.segmentation_id)
+            out.image_snr = snr.get(case.info.segmentation_id)
     return list(by_uid.values())
 
 
@@ -263,6 +271,7 @@ def tally(rows: list[Outcome]) -> dict[str, Any]:
         "review": status["review"],
         "fail": status["fail"],
         "flags": dict(Counter(flag for r in rows for flag in r.flags).most_common()),
+        "image_snr": sorted(r.image_snr for r in rows if r.image_snr is not None),
     }
 
 
@@ -301,12 +310,19 @@ def status_table(groups: dict[str, dict[str, Any]], seeds: tuple[int, ...]) -> l
                 str(counts["review"]),
                 str(counts["fail"]),
                 percent(counts["review"] + counts["fail"], assessed),
+                snr_range(counts["image_snr"]),
                 goal,
                 "yes" if met else "**no**",
             ]
         )
     header = ["inputs", "series", "refused by conversion", "no QC status", "pass", "review", "fail"]
-    return markdown([*header, "flagged", "target", "met"], rows)
+    return markdown([*header, "flagged", "image SNR median [min, max]", "target", "met"], rows)
+
+
+def snr_range(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.1f} [{min(values):.1f}, {max(values):.1f}]"
 
 
 def flag_table(groups: dict[str, dict[str, Any]]) -> list[str]:
@@ -325,9 +341,10 @@ def real_table(rows: list[Outcome]) -> list[str]:
     for r in rows:
         conversion = r.conversion if r.refusal is None else f"{r.conversion} ({r.refusal.split(':')[0]})"
         doubt = "-" if r.uncertainty is None else f"{r.uncertainty:.3f}"
+        snr = "-" if r.image_snr is None else f"{r.image_snr:.1f}"
         qc = r.qc or ("failed: " + r.error if r.error else "-")
-        out.append([r.name, conversion, qc, doubt, ", ".join(f"`{f}`" for f in r.flags) or "-"])
-    return markdown(["series", "conversion", "QC", "uncertainty", "flags"], out)
+        out.append([r.name, conversion, qc, doubt, snr, ", ".join(f"`{f}`" for f in r.flags) or "-"])
+    return markdown(["series", "conversion", "QC", "uncertainty", "image SNR", "flags"], out)
 
 
 # --------------------------------------------------------------------------- main
