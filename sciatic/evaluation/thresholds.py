@@ -61,16 +61,16 @@ class QcThresholds:
     max_uncertainty = 0.2
         The network's own doubt (``sciatic.model.infer.uncertainty``): on
         held-out phantom v1 studies it stayed below 0.16 and ranked with Dice
-        (Spearman -0.91); on held-out v2 studies it runs 0.05 to 0.22 and
-        ranks with Dice at -0.79; corrupted images and forced brain series
+        (Spearman -0.91); on held-out v2 studies it runs 0.05 to 0.16 and
+        ranks with Dice at -0.75; corrupted images and forced brain series
         score 0.2 to 1 (benchmarks/uncertainty.py, quality.py, qc.py;
         docs/benchmarks.md).
     min_image_snr = 4.0
         The image's own signal-to-noise ratio (``sciatic.imaging.noise``):
-        held-out phantom v2 studies estimate at 7 (fat-sat) to 32, the same
-        studies buried in noise of the series' own SD at about 2. A clinical
-        PD series is well above 4; one below it is too noisy to measure a
-        nerve in, however plausible its mask looks.
+        held-out phantom v2 studies estimate at 7.5 (fat-sat) to 29, real
+        scanner series at 32 to 99, the phantoms buried in noise of the
+        series' own SD at 2.0 to 2.4 (benchmarks/qc.py). An image below 4 is
+        too noisy to measure a nerve in, however plausible its mask looks.
     """
 
     csa_min_mm2: float = 10.0

@@ -6,8 +6,9 @@ noise variance estimation", 1996): ``sigma = sqrt(pi/2) / 6 * mean |I * N|``.
 The signal is the median of the brighter half of the slice (tissue rather than
 air). A volume's SNR is the median over up to ``SLICES`` slices spread
 evenly through it (about 30 ms for 256x256 slices). Phantom v2 studies
-(simulated SNR 12-35) estimate at 7 (fat-sat) to 32; the same studies under
-noise of the series' own SD, about 2 (docs/benchmarks.md, "Label-free QC").
+(simulated SNR 12-35) estimate at 7.5 (fat-sat) to 29, real scanner series
+at 32 to 99, the phantoms under noise of the series' own SD at about 2
+(docs/benchmarks.md, "Label-free QC").
 """
 
 from __future__ import annotations
