@@ -17,7 +17,7 @@ from sciatic.model.infer import (
     ModelBundle,
     crop_centres,
     drop_stray_components,
-    predict_probabilities,
+    network_probabilities,
     resolve_device,
     segment_volume,
 )
@@ -123,16 +123,16 @@ class FakeOOM(nn.Module):
 def test_out_of_memory_halves_the_batch_and_gives_the_same_result() -> None:
     volume = np.random.default_rng(3).normal(100, 20, (40, 36, 9)).astype(np.float32)
     reference = _bundle(TINY_CASCADE)
-    expected = predict_probabilities(
+    expected = network_probabilities(
         reference.model, TINY_CASCADE, volume, np.eye(4), BatchRunner(reference.device, 9, False)
-    )
+    ).volume
 
     bundle = _bundle(TINY_CASCADE)
     assert isinstance(bundle.model, Cascade)
     fake = FakeOOM(bundle.model.localizer, limit=2)
     bundle.model.localizer = fake  # type: ignore[assignment]
     runner = BatchRunner(bundle.device, 8, False)
-    got = predict_probabilities(bundle.model, TINY_CASCADE, volume, np.eye(4), runner)
+    got = network_probabilities(bundle.model, TINY_CASCADE, volume, np.eye(4), runner).volume
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert runner.batch_size == 2
     assert fake.sizes[:3] == [8, 4, 2] and sum(s for s in fake.sizes if s <= 2) == 9
@@ -207,9 +207,9 @@ def test_onnx_runtime_runs_the_shipped_model_on_the_cpu_with_the_same_masks(tmp_
     volume = read_volume(phantom_cases(tmp_path, 1, 104)[0].volume)
     config = onnx.config
     p_onnx, p_torch = (
-        predict_probabilities(
+        network_probabilities(
             b.model, config, volume.data, volume.affine, BatchRunner(b.device, 8, False, b.channels_last, b.onnx)
-        )
+        ).volume
         for b in (onnx, torch_bundle)
     )
     assert np.abs(p_onnx - p_torch).max() < 1e-4
@@ -229,10 +229,12 @@ def test_onnx_runtime_exports_once_per_input_shape_and_follows_pytorch(config: M
     runtime = OnnxRuntime()
     for shape in [(40, 36, 8), (37, 29, 7), (40, 36, 3)]:
         volume = np.random.default_rng(1).normal(100, 20, shape).astype(np.int16)
-        expected = predict_probabilities(bundle.model, config, volume, np.eye(4), BatchRunner(bundle.device, 4, False))
-        got = predict_probabilities(
+        expected = network_probabilities(
+            bundle.model, config, volume, np.eye(4), BatchRunner(bundle.device, 4, False)
+        ).volume
+        got = network_probabilities(
             bundle.model, config, volume, np.eye(4), BatchRunner(bundle.device, 4, False, onnx=runtime)
-        )
+        ).volume
         assert got.shape == shape
         np.testing.assert_allclose(got, expected, atol=1e-5)
     # cascade: the localiser sees two matrices, the segmenter one crop size; seed: fixed montages

@@ -308,17 +308,6 @@ def network_probabilities(
     return Probabilities(volume=out, network=network)
 
 
-def predict_probabilities(
-    model: nn.Module,
-    config: ModelConfig,
-    volume: npt.NDArray[Any],
-    affine: npt.NDArray[Any],
-    runner: BatchRunner,
-) -> npt.NDArray[np.float32]:
-    """Foreground probabilities of the volume's exact ``(X, Y, Z)`` shape (model in eval mode)."""
-    return network_probabilities(model, config, volume, affine, runner).volume
-
-
 CANDIDATE_PROBABILITY = 0.1  # voxels the network gives at least this much count towards uncertainty
 
 
