@@ -32,7 +32,7 @@ from sciatic.model.data import (
     network_shape,
     orientation,
     paste,
-    resample_slices,
+    resample_volume,
     to_montages,
 )
 from sciatic.model.onnx_cpu import OnnxRuntime
@@ -289,8 +289,7 @@ def network_probabilities(
         else:
             assert isinstance(model, Cascade)
             grid = network_shape(config, affine, turn, normalized.shape)
-            slices = resample_slices(torch.from_numpy(normalized).permute(2, 0, 1)[:, None], grid)
-            stacks = _stacks(slices[:, 0].permute(1, 2, 0), config.context)
+            stacks = _stacks(torch.from_numpy(resample_volume(normalized, grid)), config.context)
             loc = runner.run(model.localizer, downsample(stacks, config.localizer_factor))[:, 0]
             size = config.crop_size
             centres = crop_centres(loc.numpy(), config.threshold, config.localizer_factor, grid, size)
@@ -301,7 +300,7 @@ def network_probabilities(
                 paste(full[k], fine[i], int(cx), int(cy))  # overlapping crops: the larger probability wins
             network = full.permute(1, 2, 0).numpy()
             # back to the volume's pixels; shrinking averages, so p >= 0.5 reads as a partial volume >= 0.5
-            out = resample_slices(full[:, None], normalized.shape[:2])[:, 0].permute(1, 2, 0).numpy()
+            out = resample_volume(network, normalized.shape[:2])
     out = turn.from_canonical(out)
     if out.shape != volume.shape:
         raise RuntimeError(f"prediction shape {out.shape} differs from the volume's {volume.shape}")
