@@ -76,7 +76,7 @@ def test_example_queries_answer_sensibly_as_a_research_member(
             connection.execute(sa.text(f"DROP ROLE {login}"))
         admin.dispose()
 
-    by_cohort, review, history, models, paired, along, not_segmented, asymmetry = results[:8]
+    by_cohort, review, history, models, paired, along, image_quality, not_segmented, asymmetry = results[:9]
     assert not_segmented == []  # phantom PD axial series are all eligible
     assert asymmetry == []  # each phantom study holds one thigh
     sizes = {row["cohort"]: float(row["mean_of_median_csa_mm2"]) for row in by_cohort}
@@ -89,3 +89,6 @@ def test_example_queries_answer_sensibly_as_a_research_member(
     assert models[1]["labelled_cases"] == 6 and float(models[1]["mean_dice"]) == 1.0
     assert len(paired) == 6
     assert along and [row["slice_index"] for row in along] == sorted(row["slice_index"] for row in along)
+    snrs = [float(row["image_snr"]) for row in image_quality]  # the newer model's segmentations store both numbers
+    assert len(snrs) == 6 and snrs == sorted(snrs) and all(snr > 4 for snr in snrs), snrs
+    assert all(0 <= float(row["uncertainty"]) <= 1 for row in image_quality)
