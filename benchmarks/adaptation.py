@@ -33,12 +33,16 @@ folder (embedded SQLite, or a throwaway database on the PostgreSQL server of
 Targets, at the largest N (16 by default): the challenger is promoted; the
 production model after the run has mean Dice >= 0.85 and failures (Dice <
 ``SCIATIC_FAILURE_DICE``) <= 5% on the new site's held-out series; its
-old-site mean Dice is within 0.02 of the champion's (no forgetting). The
-tables are markdown; the exit status is 1 when a target is missed.
+old-site mean Dice is within 0.02 of the champion's (no forgetting). One draw
+of studies is a noisy judge (20 held-out series, one training run), so
+``--draws K`` repeats everything with every seed moved by 10, 20, ...: the
+challenger must then be promoted in every draw, and Dice, failures and
+forgetting are judged over all draws (means; failures pooled). The tables are
+markdown; the exit status is 1 when a target is missed.
 
     .venv/bin/python benchmarks/adaptation.py [--n 4,8,16] [--budget-minutes 20] [--test 20] [--old-test 20]
         [--epochs E] [--lr-factor F] [--replay-share S]
-        [--label-seed 401] [--test-seed 402] [--old-seed 301] [--slices K]
+        [--label-seed 401] [--test-seed 402] [--old-seed 301] [--draws 1] [--slices K]
         [--checkpoint PT] [--database-url postgresql+psycopg2://user@host/postgres] [--work DIR] [--json OUT]
 """
 
@@ -48,6 +52,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -75,6 +80,7 @@ MIN_LABELLED = 3  # a training run needs a train, a validation and a test subjec
 TARGET_DICE = 0.85
 TARGET_FAILURES = 0.05
 TARGET_FORGETTING = 0.02
+DRAW_STEP = 10  # seeds of draw k: each given seed + 10 k
 
 
 def parse_counts(text: str) -> tuple[int, ...]:
@@ -82,6 +88,33 @@ def parse_counts(text: str) -> tuple[int, ...]:
     if not counts or counts[0] < MIN_LABELLED:
         raise argparse.ArgumentTypeError(f"give label counts of at least {MIN_LABELLED}, e.g. 4,8,16")
     return counts
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One draw of studies: the seeds of the labelled, the held-out new-site and the held-out old-site series."""
+
+    index: int
+    label_seed: int
+    test_seed: int
+    old_seed: int
+
+    @classmethod
+    def nth(cls, args: argparse.Namespace, index: int) -> Draw:
+        """Draw ``index``: every seed moved by ``DRAW_STEP`` per draw (draw 0 is the seeds given)."""
+        step = DRAW_STEP * index
+        return cls(index, args.label_seed + step, args.test_seed + step, args.old_seed + step)
+
+    def describe(self) -> str:
+        seeds = f"{self.label_seed} (labelled), {self.test_seed} (new site), {self.old_seed} (old site)"
+        return f"draw {self.index + 1}: seeds {seeds}"
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("give at least 1")
+    return value
 
 
 # --------------------------------------------------------------------------- scores
@@ -304,7 +337,9 @@ class Adaptation:
         return self.training.decision == "promoted"
 
 
-def adapt(args: argparse.Namespace, work: Path, n: int, held_out: HeldOut, database_url: str | None) -> Adaptation:
+def adapt(
+    args: argparse.Namespace, draw: Draw, work: Path, n: int, held_out: HeldOut, database_url: str | None
+) -> Adaptation:
     """Fresh data folder, champion in production, N new-site studies labelled, retraining, scores."""
     configure(work / "data", database_url, args)
     from sciatic.config import get_settings
@@ -312,8 +347,8 @@ def adapt(args: argparse.Namespace, work: Path, n: int, held_out: HeldOut, datab
     from sciatic.nightly import run_nightly
 
     layout = DataLayout.of(get_settings())
-    print(f"N={n}: {n} new-site studies (seed {args.label_seed}) ...", flush=True)
-    studies = make_site_studies(work, n, args.label_seed, args.slices)
+    print(f"N={n}: {n} new-site studies (seed {draw.label_seed}) ...", flush=True)
+    studies = make_site_studies(work, n, draw.label_seed, args.slices)
     champion_id, _ = install_champion(args.checkpoint)
     deliver(studies, layout.drop)
     summary = run_nightly(run_id=RUN_ID, progress=sys.stderr.isatty())
@@ -342,26 +377,34 @@ def nightly_problems(summary: NightlySummary) -> list[str]:
     return refused + [f"series {series_id} failed: {error}" for series_id, error in summary.failed_series]
 
 
-def prepare_held_out(args: argparse.Namespace, work: Path) -> HeldOut:
+def prepare_held_out(args: argparse.Namespace, draw: Draw, work: Path) -> HeldOut:
     """Generate and convert the held-out series of both sites; score the champion on them once."""
     configure(work / "scoring", None, args)  # the service's settings for scoring
     print(
-        f"held-out series: {args.test} new-site (seed {args.test_seed}), {args.old_test} old-site "
-        f"(seed {args.old_seed}); scoring the champion ...",
+        f"{draw.describe()}; held-out series: {args.test} new-site, {args.old_test} old-site; scoring the champion ...",
         flush=True,
     )
     new_site = phantom_cases(
-        work / "held-out-new", args.test, args.test_seed, PhantomV2Options(slices=args.slices, site=NEW_SITE)
+        work / "held-out-new", args.test, draw.test_seed, PhantomV2Options(slices=args.slices, site=NEW_SITE)
     )
-    old_site = phantom_cases(work / "held-out-old", args.old_test, args.old_seed, PhantomV2Options(slices=args.slices))
+    old_site = phantom_cases(work / "held-out-old", args.old_test, draw.old_seed, PhantomV2Options(slices=args.slices))
     sha256 = champion_sha256(args.checkpoint)
     champion_new = score(args.checkpoint, sha256, new_site)
     champion_old = score(args.checkpoint, sha256, old_site)
     return HeldOut(new_site, old_site, champion_new, champion_old)
 
 
-def run(args: argparse.Namespace, work: Path) -> tuple[HeldOut, list[Adaptation]]:
-    held_out = prepare_held_out(args, work)
+@dataclass(frozen=True)
+class DrawResult:
+    """One draw: its held-out series and champion scores, and each N's run."""
+
+    draw: Draw
+    held_out: HeldOut
+    results: list[Adaptation]
+
+
+def run_draw(args: argparse.Namespace, draw: Draw, work: Path) -> DrawResult:
+    held_out = prepare_held_out(args, draw, work)
     results = []
     for n in args.n:
         folder = work / f"n{n}"
@@ -370,8 +413,13 @@ def run(args: argparse.Namespace, work: Path) -> tuple[HeldOut, list[Adaptation]
             if args.database_url
             else nullcontext(None) as url
         ):
-            results.append(adapt(args, folder, n, held_out, url))
-    return held_out, results
+            results.append(adapt(args, draw, folder, n, held_out, url))
+    return DrawResult(draw, held_out, results)
+
+
+def run(args: argparse.Namespace, work: Path) -> list[DrawResult]:
+    draws = [Draw.nth(args, k) for k in range(args.draws)]
+    return [run_draw(args, draw, work / f"draw{draw.index + 1}" if args.draws > 1 else work) for draw in draws]
 
 
 # --------------------------------------------------------------------------- targets and tables
@@ -384,17 +432,32 @@ def production_after(result: Adaptation, held_out: HeldOut) -> tuple[Score, Scor
     return held_out.champion_new, held_out.champion_old
 
 
-def targets(result: Adaptation, held_out: HeldOut) -> dict[str, tuple[str, bool]]:
-    """Each target at this N: the value reached, in words, and whether it is met."""
-    new, old = production_after(result, held_out)
-    change = old.mean_dice - held_out.champion_old.mean_dice
+def targets(draws: Sequence[DrawResult]) -> dict[str, tuple[str, bool]]:
+    """Each target at the largest N, over the draws: the value reached, in words, and whether it is met.
+
+    The challenger must be promoted in every draw; Dice and forgetting are the means over the draws and
+    failures are pooled over their held-out series (with one draw: that draw's figures).
+    """
+    largest = [d.results[-1] for d in draws]
+    after = [production_after(r, d.held_out) for r, d in zip(largest, draws, strict=True)]
+    dice = [new.mean_dice for new, _ in after]
+    changes = [old.mean_dice - d.held_out.champion_old.mean_dice for (_, old), d in zip(after, draws, strict=True)]
+    failed = sum(new.failure_rate * new.series for new, _ in after)
+    failures = failed / sum(new.series for new, _ in after)
+    promoted = sum(r.promoted for r in largest)
+
+    def over_draws(values: list[float], text: str) -> str:
+        return text if len(values) == 1 else f"{text} (mean; draws: {', '.join(f'{v:.3f}' for v in values)})"
+
+    mean_dice, mean_change = statistics.fmean(dice), statistics.fmean(changes)
+    decisions = largest[0].training.decision if len(largest) == 1 else f"{promoted} of {len(largest)} draws"
     return {
-        "challenger promoted": (result.training.decision, result.promoted),
-        f"new-site mean Dice >= {TARGET_DICE}": (f"{new.mean_dice:.3f}", new.mean_dice >= TARGET_DICE),
-        f"new-site failures <= {TARGET_FAILURES:.0%}": (f"{new.failure_rate:.0%}", new.failure_rate <= TARGET_FAILURES),
+        "challenger promoted": (decisions, promoted == len(largest)),
+        f"new-site mean Dice >= {TARGET_DICE}": (over_draws(dice, f"{mean_dice:.3f}"), mean_dice >= TARGET_DICE),
+        f"new-site failures <= {TARGET_FAILURES:.0%}": (f"{failures:.0%}", failures <= TARGET_FAILURES),
         f"old-site Dice within {TARGET_FORGETTING} of the champion's": (
-            f"{change:+.3f}",
-            -change <= TARGET_FORGETTING,
+            over_draws(changes, f"{mean_change:+.3f}"),
+            -mean_change <= TARGET_FORGETTING,
         ),
     }
 
@@ -473,8 +536,8 @@ def start_of(training: TrainingOutcome) -> str:
     return f"fine-tuned from model {training.initial_model_id}; {replayed}; {guard}"
 
 
-def report(args: argparse.Namespace, info: dict[str, Any], held_out: HeldOut, results: list[Adaptation]) -> bool:
-    """Print the tables; True when every target at the largest N is met."""
+def report(args: argparse.Namespace, info: dict[str, Any], draws: list[DrawResult]) -> bool:
+    """Print the tables of each draw, then the targets; True when every target at the largest N is met."""
     print()
     for line in describe_machine(info):
         print(line)
@@ -482,8 +545,23 @@ def report(args: argparse.Namespace, info: dict[str, Any], held_out: HeldOut, re
         f"champion {args.checkpoint.name}; training budget {args.budget_minutes:g} min "
         f"(SCIATIC_TRAIN_MAX_MINUTES), epochs {args.epochs or 'the service default'}, fine-tuning learning-rate "
         f"factor {args.lr_factor or 'the service default'}, replay share {args.replay_share or 'the service default'}; "
-        f"device {results[0].training.device}"
+        f"device {draws[0].results[0].training.device}"
     )
+    for d in draws:
+        report_draw(args, d)
+    if len(draws) > 1:
+        print(f"\nEvery draw at N={args.n[-1]}:\n")
+        print_table(DRAWS_HEADER, draw_rows(draws))
+    met = targets(draws)
+    print(f"\nTargets at N={args.n[-1]} (the production model after the run):\n")
+    print_table(["target", "value", "met"], [[k, v, "yes" if ok else "**no**"] for k, (v, ok) in met.items()])
+    return all(ok for _, ok in met.values())
+
+
+def report_draw(args: argparse.Namespace, draw: DrawResult) -> None:
+    held_out, results = draw.held_out, draw.results
+    if args.draws > 1:
+        print(f"\n### {draw.draw.describe()}\n")
     for r in results:
         print(
             f"N={r.n}: {start_of(r.training)}; nightly job: {r.segmented} segmented; "
@@ -492,28 +570,56 @@ def report(args: argparse.Namespace, info: dict[str, Any], held_out: HeldOut, re
         )
         for line in r.problems:
             print(f"PROBLEM: N={r.n}: {line}")
-    print(f"\nNew site ({NEW_SITE}), {held_out.champion_new.series} held-out series (seed {args.test_seed}):\n")
+    seeds = draw.draw
+    print(f"\nNew site ({NEW_SITE}), {held_out.champion_new.series} held-out series (seed {seeds.test_seed}):\n")
     print_table(NEW_SITE_HEADER, new_site_rows(held_out, results))
-    print(f"\nOld site (v2 default), {held_out.champion_old.series} held-out series (seed {args.old_seed}):\n")
+    print(f"\nOld site (v2 default), {held_out.champion_old.series} held-out series (seed {seeds.old_seed}):\n")
     print_table(OLD_SITE_HEADER, old_site_rows(held_out, results))
-    largest = results[-1]
-    met = targets(largest, held_out)
-    print(f"\nTargets at N={largest.n} (the production model after the run):\n")
-    print_table(["target", "value", "met"], [[k, v, "yes" if ok else "**no**"] for k, (v, ok) in met.items()])
-    return all(ok for _, ok in met.values())
 
 
-def record(
-    args: argparse.Namespace, info: dict[str, Any], held_out: HeldOut, results: list[Adaptation], met: bool
-) -> dict[str, Any]:
+DRAWS_HEADER = [
+    "draw (seeds: labelled, new site, old site)",
+    "training s",
+    "new site: champion -> challenger",
+    "challenger failures",
+    "old site: champion, change",
+    "decision",
+]
+
+
+def draw_rows(draws: Sequence[DrawResult]) -> list[list[str]]:
+    rows = []
+    for d in draws:
+        r, seeds = d.results[-1], d.draw
+        champion_new, champion_old = d.held_out.champion_new, d.held_out.champion_old
+        rows.append(
+            [
+                f"{seeds.index + 1} ({seeds.label_seed}, {seeds.test_seed}, {seeds.old_seed})",
+                f"{r.training.training_seconds:.0f}",
+                f"{champion_new.mean_dice:.3f} -> {r.challenger_new.mean_dice:.3f}",
+                f"{r.challenger_new.failure_rate:.0%}",
+                f"{champion_old.mean_dice:.3f}, {r.challenger_old.mean_dice - champion_old.mean_dice:+.3f}",
+                r.training.decision,
+            ]
+        )
+    return rows
+
+
+def record(args: argparse.Namespace, info: dict[str, Any], draws: list[DrawResult], met: bool) -> dict[str, Any]:
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "database_url"}
     settings["database"] = "postgresql" if args.database_url else "sqlite"
     return {
         "settings": settings,
         "machine": info,
-        "champion": {"new_site": asdict(held_out.champion_new), "old_site": asdict(held_out.champion_old)},
-        "results": [asdict(r) for r in results],
-        "targets": {k: {"value": v, "met": ok} for k, (v, ok) in targets(results[-1], held_out).items()},
+        "draws": [
+            {
+                "seeds": asdict(d.draw),
+                "champion": {"new_site": asdict(d.held_out.champion_new), "old_site": asdict(d.held_out.champion_old)},
+                "results": [asdict(r) for r in d.results],
+            }
+            for d in draws
+        ],
+        "targets": {k: {"value": v, "met": ok} for k, (v, ok) in targets(draws).items()},
         "targets_met": met,
     }
 
@@ -530,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-seed", type=int, default=401, help="seed of the labelled new-site studies")
     parser.add_argument("--test-seed", type=int, default=402, help="seed of the held-out new-site series")
     parser.add_argument("--old-seed", type=int, default=301, help="seed of the held-out old-site series")
+    parser.add_argument(
+        "--draws", type=positive, default=1, help=f"draws of studies; draw k adds {DRAW_STEP} k to every seed (1)"
+    )
     parser.add_argument("--slices", type=int, help="PD slices of every study (default: drawn per study)")
     parser.add_argument("--checkpoint", type=Path, default=SHIPPED_MODEL, help="the champion (with NAME.sha256)")
     parser.add_argument("--database-url", help="PostgreSQL server URL allowed to CREATE DATABASE (default: SQLite)")
@@ -538,11 +647,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     info = machine()
     with work_folder(args.work, "sciatic-adaptation-") as work:
-        held_out, results = run(args, work)
+        draws = run(args, work)
     info["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    met = report(args, info, held_out, results)
+    met = report(args, info, draws)
     if args.json:
-        args.json.write_text(json.dumps(record(args, info, held_out, results, met), indent=2, default=str))
+        args.json.write_text(json.dumps(record(args, info, draws, met), indent=2, default=str))
     return 0 if met else 1
 
 

@@ -217,6 +217,12 @@ class Settings(BaseSettings):
         description="Fine-tuning: up to this share of the training series are replayed from the training runs "
         "behind the production model, against forgetting (0.67: about two for each new one; 0: none).",
     )
+    train_new_series_weight: int = Field(
+        2,
+        ge=1,
+        description="Fine-tuning: each new training series gives this many times the slices per epoch of a "
+        "replayed one (1: the same), so that replay guards the old site without diluting the new one.",
+    )
     train_fine_tune_lr_factor: float = Field(
         1.0,
         gt=0,

@@ -121,6 +121,22 @@ def test_cascade_dataset_samples() -> None:
     assert batch["image"].shape == (4, 3, 16, 16)
 
 
+def test_a_weighted_case_gives_that_many_draws_of_its_slices_per_epoch() -> None:
+    light, heavy = (blob_subject(i, shape=(40, 34, 6)) for i in range(2))
+    config = dataclasses.replace(TINY_CASCADE, samples_per_subject=4)
+    plan = CascadeDataset([light, dataclasses.replace(heavy, weight=3)], config, seed=3).plan
+    assert len(plan) == 4 + 3 * 4 and sum(s == 1 for s, _ in plan) == 3 * 4
+    # weight 1: the plan drawn as before weights existed (the shipped model's build depends on it)
+    rng = np.random.default_rng([3, 0, 0])
+    unweighted = [(s, int(k)) for s in (0, 1) for k in rng.permutation(6)[:4]]
+    expected = [unweighted[i] for i in rng.permutation(len(unweighted))]
+    assert CascadeDataset([light, heavy], config, seed=3).plan == expected
+    montages = MontageDataset([light, dataclasses.replace(light, weight=2)], TINY_SEED, seed=0)
+    assert [s for s, _ in montages.plan].count(1) == 2 * [s for s, _ in montages.plan].count(0)
+    with pytest.raises(ValueError, match="weight 0"):
+        as_case(dataclasses.replace(light, weight=0))
+
+
 def test_montage_dataset_samples() -> None:
     subjects = [blob_subject(i, shape=(32, 28, 7)) for i in range(2)]
     dataset = MontageDataset(subjects, TINY_SEED, seed=0)

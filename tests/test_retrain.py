@@ -136,6 +136,7 @@ def test_retraining_fine_tunes_replays_and_promotes_only_a_better_model(
     start = load_checkpoint(untrained, None)["model"]
     assert trained["initial_weights"] == state_digest(start)  # training began from the champion's weights
     assert trained["initial_model_id"] == champion and trained["replayed_series"] == 0
+    assert trained["new_series_weight"] == 1  # nothing replayed: nothing to weigh the new series against
     assert pipeline.evaluate_and_decide(first) == "promoted"
     run = _run(first)
     assert run.dice_difference_low is not None and run.dice_difference_low > get_settings().promote_margin_dice
@@ -181,6 +182,7 @@ def test_retraining_fine_tunes_replays_and_promotes_only_a_better_model(
     trained = _trained_event(third)
     assert trained["replayed_series"] == len(run3.split["replay"])
     assert trained["training_series"] == len(run3.split["train"]) + len(run3.split["replay"])
+    assert trained["new_series_weight"] == 2  # SCIATIC_TRAIN_NEW_SERIES_WEIGHT
     assert trained["initial_weights"] == state_digest(load_checkpoint(promoted.checkpoint_path, None)["model"])
 
 
@@ -209,6 +211,7 @@ def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
     trained = _trained_event(run_id)
     assert trained["replayed_phantoms"] == old_site.replay_subjects
     assert trained["training_series"] == len(run.split["train"]) + old_site.replay_subjects
+    assert trained["new_series_weight"] == 2
     training_folder = DataLayout.of(get_settings()).training_run(run_id)
     assert not (training_folder / "old-site-replay").exists()  # regenerated studies do not stay on disk
 

@@ -38,6 +38,8 @@ class TrainingCase:
     mask: npt.NDArray[Any]
     affine: npt.NDArray[np.float64]
     name: str = ""
+    #: samples per training epoch, in multiples of the configuration's (fine-tuning weighs the new site's up)
+    weight: int = 1
 
 
 Item: TypeAlias = (
@@ -62,6 +64,8 @@ def as_case(item: Item, name: str = "") -> TrainingCase:
     else:
         volume, mask, affine = item
         case = TrainingCase(np.asarray(volume), np.asarray(mask), np.asarray(affine, dtype=np.float64), name)
+    if case.weight < 1:
+        raise ValueError(f"case {case.name!r}: weight {case.weight} must be >= 1")
     if case.volume.ndim != 3 or case.volume.shape != case.mask.shape:
         raise ValueError(
             f"case {case.name!r}: volume {case.volume.shape} and mask {case.mask.shape} must be the same 3D shape"
@@ -332,6 +336,7 @@ class CascadeDataset(EpochDataset):
     def __init__(self, subjects: Sequence[TrainingCase], config: ModelConfig, seed: int) -> None:
         super().__init__(config, seed)
         self.data = _prepared(subjects, config)
+        self.weights = [s.weight for s in subjects]
         self.set_epoch(0)
 
     def make_plan(self, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -339,8 +344,9 @@ class CascadeDataset(EpochDataset):
         n = self.config.samples_per_subject
         for s, (volume, _) in enumerate(self.data):
             z = volume.shape[2]
-            ks = rng.permutation(z)[:n] if 0 < n < z else np.arange(z)
-            plan.extend((s, int(k)) for k in ks)
+            for _ in range(self.weights[s]):  # a case of weight w: w independent draws of its slices
+                ks = rng.permutation(z)[:n] if 0 < n < z else np.arange(z)
+                plan.extend((s, int(k)) for k in ks)
         order = rng.permutation(len(plan))
         return [plan[i] for i in order]
 
@@ -378,6 +384,7 @@ class MontageDataset(EpochDataset):
         self.data = _prepared(subjects, config)
         self.cache: dict[int, tuple[npt.NDArray[Any], npt.NDArray[Any]]] = {}
         self.counts = [self._montages(s, None)[0].shape[0] for s in range(len(self.data))]
+        self.weights = [s.weight for s in subjects]
         self.set_epoch(0)
 
     def _montages(self, s: int, rng: np.random.Generator | None) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
@@ -395,7 +402,7 @@ class MontageDataset(EpochDataset):
         return to_montages(vol_aug, self.config)[0], to_montages(mask_aug, self.config)[0]
 
     def make_plan(self, rng: np.random.Generator) -> list[tuple[int, int]]:
-        plan = [(s, m) for s, n in enumerate(self.counts) for m in range(n)]
+        plan = [(s, m) for s, n in enumerate(self.counts) for _ in range(self.weights[s]) for m in range(n)]
         order = rng.permutation(len(plan))
         return [plan[i] for i in order]
 

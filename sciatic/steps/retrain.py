@@ -268,12 +268,14 @@ def train_challenger(
     """Train the run's configuration on its frozen split; register the checkpoint; return the model id.
 
     The training series are the split's ``train`` and ``replay`` parts; a
-    fine-tuning run starts from its initial model's weights. ``max_minutes``
+    fine-tuning run starts from its initial model's weights, and when it
+    replays, each new (``train``) series weighs ``SCIATIC_TRAIN_NEW_SERIES_WEIGHT``
+    times a replayed one in every epoch. ``max_minutes``
     (default ``SCIATIC_TRAIN_MAX_MINUTES``; 0: none) bounds the wall time.
     """
     from sciatic.model.checkpoint import load_checkpoint
     from sciatic.model.configs import config_from_dict, config_to_dict
-    from sciatic.model.data import Item
+    from sciatic.model.data import Item, as_case
     from sciatic.model.old_site import PhantomOldSite, phantom_items
     from sciatic.model.train import train
 
@@ -305,7 +307,9 @@ def train_challenger(
     if old_site is not None and old_site.replay_subjects:
         log.info("training run %s: generating %s phantom studies to replay", training_run_id, old_site.replay_subjects)
         replayed = phantom_items(replay_dir, old_site.replay_subjects, old_site.replay_seed)
-    train_items: list[Item] = [*items("train", "replay"), *replayed]
+    weight = settings.train_new_series_weight if items("replay") or replayed else 1  # replay: fine-tuning only
+    new_series = [dataclasses.replace(as_case(item), weight=weight) for item in items("train")]
+    train_items: list[Item] = [*new_series, *items("replay"), *replayed]
     try:
         result = train(
             config,
@@ -348,6 +352,7 @@ def train_challenger(
             seconds=round(result.seconds, 1),
             device=result.device,
             training_series=len(train_items),
+            new_series_weight=weight,
             replayed_series=len(items("replay")),
             replayed_phantoms=len(replayed),
             initial_model_id=initial_id,
