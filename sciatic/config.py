@@ -218,10 +218,10 @@ class Settings(BaseSettings):
         "behind the production model, against forgetting (0.67: about two for each new one; 0: none).",
     )
     train_new_series_weight: int = Field(
-        2,
+        1,
         ge=1,
-        description="Fine-tuning: each new training series gives this many times the slices per epoch of a "
-        "replayed one (1: the same), so that replay guards the old site without diluting the new one.",
+        description="Fine-tuning with replay: each new training series gives this many times the slices per "
+        "epoch of a replayed one (1: the same; 2 forgot more of the old site in the adaptation benchmark).",
     )
     train_fine_tune_lr_factor: float = Field(
         1.0,

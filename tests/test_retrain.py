@@ -182,7 +182,7 @@ def test_retraining_fine_tunes_replays_and_promotes_only_a_better_model(
     trained = _trained_event(third)
     assert trained["replayed_series"] == len(run3.split["replay"])
     assert trained["training_series"] == len(run3.split["train"]) + len(run3.split["replay"])
-    assert trained["new_series_weight"] == 2  # SCIATIC_TRAIN_NEW_SERIES_WEIGHT
+    assert trained["new_series_weight"] == 1  # SCIATIC_TRAIN_NEW_SERIES_WEIGHT's default
     assert trained["initial_weights"] == state_digest(load_checkpoint(promoted.checkpoint_path, None)["model"])
 
 
@@ -193,6 +193,7 @@ def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
     configure(monkeypatch, pg_database)
     monkeypatch.setenv("SCIATIC_TRAIN_REFERENCE_SERIES", "2")
     monkeypatch.setenv("SCIATIC_TRAIN_REPLAY_SHARE", "0.2")
+    monkeypatch.setenv("SCIATIC_TRAIN_NEW_SERIES_WEIGHT", "2")
     monkeypatch.setenv("SCIATIC_TRAIN_FINE_TUNE_LR_FACTOR", "0.25")
     get_settings.cache_clear()
     _arrive(phantoms / "first")
