@@ -41,7 +41,7 @@ forgetting are judged over all draws (means; failures pooled). The tables are
 markdown; the exit status is 1 when a target is missed.
 
     .venv/bin/python benchmarks/adaptation.py [--n 4,8,16] [--budget-minutes 20] [--test 20] [--old-test 20]
-        [--epochs E] [--lr-factor F] [--replay-share S] [--distill-weight W]
+        [--epochs E] [--lr-factor F] [--replay-share S]
         [--label-seed 401] [--test-seed 402] [--old-seed 301] [--draws 1] [--slices K]
         [--checkpoint PT] [--database-url postgresql+psycopg2://user@host/postgres] [--work DIR] [--json OUT]
 """
@@ -166,7 +166,6 @@ TRAINING_OPTIONS = {
     "epochs": "train_epochs",
     "lr_factor": "train_fine_tune_lr_factor",
     "replay_share": "train_replay_share",
-    "distill_weight": "train_distill_weight",
 }
 
 
@@ -632,7 +631,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="SCIATIC_TRAIN_EPOCHS (default: the service's)")
     parser.add_argument("--lr-factor", type=float, help="SCIATIC_TRAIN_FINE_TUNE_LR_FACTOR (default: the service's)")
     parser.add_argument("--replay-share", type=float, help="SCIATIC_TRAIN_REPLAY_SHARE (default: the service's)")
-    parser.add_argument("--distill-weight", type=float, help="SCIATIC_TRAIN_DISTILL_WEIGHT (default: the service's)")
     parser.add_argument("--test", type=int, default=20, help="held-out new-site series (20)")
     parser.add_argument("--old-test", type=int, default=20, help="held-out old-site series (20)")
     parser.add_argument("--label-seed", type=int, default=401, help="seed of the labelled new-site studies")

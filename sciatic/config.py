@@ -223,12 +223,6 @@ class Settings(BaseSettings):
         description="Fine-tuning with replay: each new training series gives this many times the slices per "
         "epoch of a replayed one (1: the same; 2 forgot more of the old site in the adaptation benchmark).",
     )
-    train_distill_weight: float = Field(
-        0.0,
-        ge=0,
-        description="Fine-tuning with replay: on replayed series the challenger's outputs are also held near "
-        "production's (a distillation loss of this weight per stage, against forgetting; 0: none).",
-    )
     train_fine_tune_lr_factor: float = Field(
         1.0,
         gt=0,

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pytest
 import torch
 
 from sciatic.evaluation.qc import dice
 from sciatic.model.checkpoint import load_checkpoint, state_digest
-from sciatic.model.data import CascadeDataset, as_case
 from sciatic.model.infer import load_model, segment_volume
 from sciatic.model.train import segmentation_loss, train
-from sciatic.model.unet import build_model
 from sciatic.storage import sha256_file
 from tests._model_synthetic import TINY_CASCADE, TINY_SEED, blob_subject
 
@@ -130,59 +126,3 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
     assert scratch.initial_digest == first.initial_digest  # seeded random weights
     tuned_state = load_checkpoint(tuned.checkpoint, tuned.sha256)["model"]
     assert state_digest(tuned_state) not in {state_digest(champion), first.initial_digest}  # and it trained
-
-
-#: no batch norm: the outputs then depend on the weights alone, in training as in inference
-PLAIN_CASCADE = dataclasses.replace(
-    TINY_CASCADE,
-    net=dataclasses.replace(TINY_CASCADE.net, norm="none"),
-    localizer=dataclasses.replace(TINY_CASCADE.localizer, norm="none"),  # type: ignore[type-var]
-)
-
-
-def test_distillation_holds_replayed_outputs_near_the_teacher(tmp_path: Path) -> None:
-    items = [blob_subject(i, shape=(32, 28, 6)) for i in range(3)]
-    first = train(
-        PLAIN_CASCADE, items, items[:1], tmp_path / "champion", epochs=6, seed=0, device="cpu", progress=False
-    )
-    champion = load_checkpoint(first.checkpoint, first.sha256)["model"]
-    # the replayed series is labelled empty: plain fine-tuning learns to miss its nerve, the teacher holds it
-    old = as_case(items[2])
-    wrong = dataclasses.replace(old, mask=np.zeros_like(old.mask), replayed=True)
-    images = torch.stack([s["image"] for s in CascadeDataset([old], PLAIN_CASCADE, seed=0)])
-
-    def probabilities(state: dict[str, torch.Tensor]) -> torch.Tensor:
-        model = build_model(PLAIN_CASCADE)
-        model.load_state_dict(state)
-        with torch.no_grad():
-            return torch.sigmoid(model.eval().segmenter(images))
-
-    def drift(weight: float) -> float:
-        result = train(
-            dataclasses.replace(PLAIN_CASCADE, lr=1e-3),  # fine-tuning steps
-            [as_case(items[0]), as_case(items[1]), wrong],
-            items[:1],
-            tmp_path / f"w{weight}",
-            epochs=6,
-            seed=0,
-            device="cpu",
-            progress=False,
-            initial_state=champion,
-            distill_weight=weight,
-        )
-        tuned = load_checkpoint(result.checkpoint, result.sha256)["model"]
-        return float((probabilities(tuned) - probabilities(champion)).abs().mean())
-
-    assert drift(10.0) < 0.5 * drift(0.0)
-
-
-def test_replayed_flags_change_nothing_without_a_teacher(tmp_path: Path) -> None:
-    items = [as_case(blob_subject(i, shape=(32, 28, 6))) for i in range(2)]
-    flagged = [items[0], dataclasses.replace(items[1], replayed=True)]
-    runs = [
-        train(TINY_CASCADE, cases, items[:1], tmp_path / name, epochs=1, seed=0, device="cpu", progress=False)
-        for name, cases in (("plain", items), ("flagged", flagged))
-    ]
-    assert runs[0].sha256 != "" and runs[0].history == runs[1].history
-    with pytest.raises(ValueError, match="distill_weight"):
-        train(TINY_CASCADE, items, items[:1], tmp_path / "x", epochs=1, device="cpu", progress=False, distill_weight=1)

@@ -137,7 +137,6 @@ def test_retraining_fine_tunes_replays_and_promotes_only_a_better_model(
     assert trained["initial_weights"] == state_digest(start)  # training began from the champion's weights
     assert trained["initial_model_id"] == champion and trained["replayed_series"] == 0
     assert trained["new_series_weight"] == 1  # nothing replayed: nothing to weigh the new series against
-    assert trained["distill_weight"] == 0  # nor to hold near the champion
     assert pipeline.evaluate_and_decide(first) == "promoted"
     run = _run(first)
     assert run.dice_difference_low is not None and run.dice_difference_low > get_settings().promote_margin_dice
@@ -195,7 +194,6 @@ def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
     monkeypatch.setenv("SCIATIC_TRAIN_REFERENCE_SERIES", "2")
     monkeypatch.setenv("SCIATIC_TRAIN_REPLAY_SHARE", "0.2")
     monkeypatch.setenv("SCIATIC_TRAIN_NEW_SERIES_WEIGHT", "2")
-    monkeypatch.setenv("SCIATIC_TRAIN_DISTILL_WEIGHT", "0.5")
     monkeypatch.setenv("SCIATIC_TRAIN_FINE_TUNE_LR_FACTOR", "0.25")
     get_settings.cache_clear()
     _arrive(phantoms / "first")
@@ -214,7 +212,7 @@ def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
     trained = _trained_event(run_id)
     assert trained["replayed_phantoms"] == old_site.replay_subjects
     assert trained["training_series"] == len(run.split["train"]) + old_site.replay_subjects
-    assert trained["new_series_weight"] == 2 and trained["distill_weight"] == 0.5
+    assert trained["new_series_weight"] == 2
     training_folder = DataLayout.of(get_settings()).training_run(run_id)
     assert not (training_folder / "old-site-replay").exists()  # regenerated studies do not stay on disk
 

@@ -40,8 +40,6 @@ class TrainingCase:
     name: str = ""
     #: samples per training epoch, in multiples of the configuration's (fine-tuning weighs the new site's up)
     weight: int = 1
-    #: a series of the old site replayed while fine-tuning: with a teacher, its outputs are held near the teacher's
-    replayed: bool = False
 
 
 Item: TypeAlias = (
@@ -304,11 +302,6 @@ def _prepared(subjects: Sequence[TrainingCase], config: ModelConfig) -> list[tup
     return out
 
 
-def replayed_flag(replayed: bool) -> torch.Tensor:
-    """A sample's ``replayed`` entry: 1 for a replayed series, else 0, shaped (1, 1) so that batches stack it."""
-    return torch.full((1, 1), float(replayed))
-
-
 class EpochDataset(Dataset[dict[str, torch.Tensor]]):
     """Base of the training datasets: a deterministic plan of samples per epoch.
 
@@ -344,7 +337,6 @@ class CascadeDataset(EpochDataset):
         super().__init__(config, seed)
         self.data = _prepared(subjects, config)
         self.weights = [s.weight for s in subjects]
-        self.replayed = [s.replayed for s in subjects]
         self.set_epoch(0)
 
     def make_plan(self, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -381,7 +373,6 @@ class CascadeDataset(EpochDataset):
             "loc_target": loc_target,
             "image": crop(image, cx, cy, cfg.crop_size),
             "target": crop(target, cx, cy, cfg.crop_size),
-            "replayed": replayed_flag(self.replayed[s]),
         }
 
 
@@ -394,7 +385,6 @@ class MontageDataset(EpochDataset):
         self.cache: dict[int, tuple[npt.NDArray[Any], npt.NDArray[Any]]] = {}
         self.counts = [self._montages(s, None)[0].shape[0] for s in range(len(self.data))]
         self.weights = [s.weight for s in subjects]
-        self.replayed = [s.replayed for s in subjects]
         self.set_epoch(0)
 
     def _montages(self, s: int, rng: np.random.Generator | None) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
@@ -422,7 +412,6 @@ class MontageDataset(EpochDataset):
         return {
             "image": torch.from_numpy(np.asarray(images[m], dtype=np.float32))[None],
             "target": torch.from_numpy(np.asarray(targets[m], dtype=np.float32))[None],
-            "replayed": replayed_flag(self.replayed[s]),
         }
 
 

@@ -83,50 +83,13 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> 
     return bce + (1.0 - soft_dice)
 
 
-def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Per-pixel BCE of the logits against the teacher's probabilities (soft targets)."""
-    return F.binary_cross_entropy_with_logits(logits.float(), torch.sigmoid(teacher_logits.float()))
-
-
-@dataclass(frozen=True)
-class Teacher:
-    """A frozen network whose outputs on replayed samples the trained one is held near, and how strongly.
-
-    It runs in training mode on the whole batch, so that its batch-norm layers
-    normalise with the same batch statistics as the trained network's (its
-    running statistics are never used): with equal weights the two agree exactly.
-    """
-
-    model: nn.Module
-    weight: float
-
-
-def _stages(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
-    """The networks of a model with the batch keys of their input and target: both stages of a cascade."""
+def compute_loss(model: nn.Module, config: ModelConfig, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The training loss of one batch (both stages for a cascade)."""
     if isinstance(model, Cascade):
-        return [(model.localizer, "loc_image", "loc_target"), (model.segmenter, "image", "target")]
-    return [(model, "image", "target")]
-
-
-def compute_loss(
-    model: nn.Module, config: ModelConfig, batch: dict[str, torch.Tensor], teacher: Teacher | None = None
-) -> torch.Tensor:
-    """The training loss of one batch (both stages for a cascade).
-
-    With a ``teacher``, the samples flagged ``replayed`` add ``teacher.weight``
-    times each stage's distillation loss against the teacher's outputs.
-    """
-    replayed = batch["replayed"].flatten() > 0.5 if teacher is not None else None
-    teachers = _stages(teacher.model) if teacher is not None else []
-    total = torch.zeros((), device=batch["image"].device)
-    for i, (stage, image_key, target_key) in enumerate(_stages(model)):
-        logits = stage(batch[image_key])
-        total = total + segmentation_loss(logits, batch[target_key], config.loss)
-        if teacher is not None and replayed is not None and bool(replayed.any()):
-            with torch.no_grad():
-                teacher_logits = teachers[i][0](batch[image_key])
-            total = total + teacher.weight * distillation_loss(logits[replayed], teacher_logits[replayed])
-    return total
+        coarse = segmentation_loss(model.localizer(batch["loc_image"]), batch["loc_target"], config.loss)
+        fine = segmentation_loss(model.segmenter(batch["image"]), batch["target"], config.loss)
+        return coarse + fine
+    return segmentation_loss(model(batch["image"]), batch["target"], config.loss)
 
 
 def make_optimizer(config: ModelConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -148,12 +111,11 @@ def train_one_epoch(
     epoch: int,
     progress: bool = True,
     budget: StepBudget | None = None,
-    teacher: Teacher | None = None,
 ) -> float:
     """One pass over the loader; returns the mean training loss.
 
     With a ``budget``, each optimiser step is counted in it and the pass ends
-    early, after the step that exhausts it. ``teacher``: see ``compute_loss``.
+    early, after the step that exhausts it.
     """
     model.train()
     total, count = 0.0, 0
@@ -161,7 +123,7 @@ def train_one_epoch(
     for batch in bar:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler is not None):
-            loss = compute_loss(model, config, batch, teacher)
+            loss = compute_loss(model, config, batch)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             torch.autograd.backward(scaler.scale(loss))
@@ -268,7 +230,6 @@ def train(
     max_steps: int | None = None,
     failure_dice: float = FAILURE_DICE,
     initial_state: Mapping[str, torch.Tensor] | None = None,
-    distill_weight: float = 0.0,
 ) -> TrainResult:
     """Train ``config`` and write the best-validation-Dice checkpoint to ``out_dir/model.pt``.
 
@@ -282,9 +243,6 @@ def train(
     rewritten after every epoch (each entry also gives the cumulative
     ``steps``). ``initial_state`` (a state dict of the same configuration, e.g.
     the production model's) replaces the random initial weights: fine-tuning.
-    ``distill_weight`` > 0 (fine-tuning only) holds the outputs on the samples
-    of ``replayed`` cases near those of the initial weights, a frozen teacher:
-    each stage's loss gains that weight times ``distillation_loss``.
     """
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
@@ -294,8 +252,6 @@ def train(
         raise ValueError("max_steps must be >= 1")
     if not train_items or not val_items:
         raise ValueError("training needs at least one training and one validation subject")
-    if distill_weight < 0 or (distill_weight > 0 and initial_state is None):
-        raise ValueError("distill_weight must be >= 0, and > 0 only with initial_state (the teacher)")
     start = time.perf_counter()
     target = resolve_device(device)
     out = Path(out_dir)
@@ -315,11 +271,6 @@ def train(
             model.load_state_dict(initial_state)
         initial_digest = state_digest(model.state_dict())
         model = model.to(target)
-        teacher = None
-        if initial_state is not None and distill_weight > 0:
-            frozen = build_model(config)
-            frozen.load_state_dict(initial_state)
-            teacher = Teacher(frozen.to(target).train().requires_grad_(False), distill_weight)
         dataset: EpochDataset = make_dataset(train_subjects, config, seed)
         generator = torch.Generator().manual_seed(seed)
         loader: DataLoader[dict[str, torch.Tensor]] = DataLoader(
@@ -348,9 +299,7 @@ def train(
         for epoch in epoch_bar:
             dataset.set_epoch(epoch)
             steps_before = budget.steps
-            loss = train_one_epoch(
-                model, config, loader, optimizer, scheduler, scaler, target, epoch, progress, budget, teacher
-            )
+            loss = train_one_epoch(model, config, loader, optimizer, scheduler, scaler, target, epoch, progress, budget)
             metrics = {"train_loss": loss, **evaluate(model, config, val_subjects, target, failure_dice=failure_dice)}
             history.append({"epoch": float(epoch), **metrics, "steps": float(budget.steps)})
             if not best or metrics["val_dice"] > best["val_dice"]:

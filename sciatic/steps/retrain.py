@@ -270,9 +270,7 @@ def train_challenger(
     The training series are the split's ``train`` and ``replay`` parts; a
     fine-tuning run starts from its initial model's weights, and when it
     replays, each new (``train``) series weighs ``SCIATIC_TRAIN_NEW_SERIES_WEIGHT``
-    times a replayed one in every epoch, and on the replayed series the
-    challenger is held near the initial model with ``SCIATIC_TRAIN_DISTILL_WEIGHT``
-    (``train``'s ``distill_weight``). ``max_minutes``
+    times a replayed one in every epoch. ``max_minutes``
     (default ``SCIATIC_TRAIN_MAX_MINUTES``; 0: none) bounds the wall time.
     """
     from sciatic.model.checkpoint import load_checkpoint
@@ -309,12 +307,9 @@ def train_challenger(
     if old_site is not None and old_site.replay_subjects:
         log.info("training run %s: generating %s phantom studies to replay", training_run_id, old_site.replay_subjects)
         replayed = phantom_items(replay_dir, old_site.replay_subjects, old_site.replay_seed)
-    replaying = bool(items("replay") or replayed)  # replay: fine-tuning only
-    weight = settings.train_new_series_weight if replaying else 1
-    distill = settings.train_distill_weight if replaying and initial_state is not None else 0.0
+    weight = settings.train_new_series_weight if items("replay") or replayed else 1  # replay: fine-tuning only
     new_series = [dataclasses.replace(as_case(item), weight=weight) for item in items("train")]
-    old_series = [dataclasses.replace(as_case(item), replayed=True) for item in [*items("replay"), *replayed]]
-    train_items: list[Item] = [*new_series, *old_series]
+    train_items: list[Item] = [*new_series, *items("replay"), *replayed]
     try:
         result = train(
             config,
@@ -328,7 +323,6 @@ def train_challenger(
             failure_dice=settings.failure_dice,
             max_seconds=60 * minutes if minutes > 0 else None,
             initial_state=initial_state,
-            distill_weight=distill,
         )
     finally:
         shutil.rmtree(replay_dir, ignore_errors=True)
@@ -359,7 +353,6 @@ def train_challenger(
             device=result.device,
             training_series=len(train_items),
             new_series_weight=weight,
-            distill_weight=distill,
             replayed_series=len(items("replay")),
             replayed_phantoms=len(replayed),
             initial_model_id=initial_id,
