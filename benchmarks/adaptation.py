@@ -28,7 +28,9 @@ folder (embedded SQLite, or a throwaway database on the PostgreSQL server of
    evaluation loop) on ``--test`` held-out new-site series (seed
    ``--test-seed``) and ``--old-test`` old-site series (phantom v2 default,
    seed ``--old-seed``). The champion is the same file for every N, so it is
-   scored once.
+   scored once. The report also lists the old-site series the last N's
+   challenger lost most on, with the kind of study each is: forgetting tends
+   to sit in a few series of one kind rather than everywhere.
 
 Targets, at the largest N (16 by default): the challenger is promoted; the
 production model after the run has mean Dice >= 0.85 and failures (Dice <
@@ -523,6 +525,36 @@ def old_site_rows(held_out: HeldOut, results: list[Adaptation]) -> list[list[str
     return rows
 
 
+LOSSES = 5  # old-site series listed, largest drop first
+LOSSES_HEADER = ["series", "field of view", "bifurcation", "fat-sat", "2D/3D", "fat grade", "pixel mm"]
+LOSSES_HEADER += ["champion Dice", "challenger Dice", "change"]
+
+
+def loss_rows(held_out: HeldOut, result: Adaptation) -> list[list[str]]:
+    """The old-site series whose Dice dropped most from champion to challenger, with what kind of study each is."""
+    champion, challenger = held_out.champion_old.dice, result.challenger_old.dice
+    records = {case.record.patient_id: case.record for case in held_out.old_site}
+    rows = []
+    for key in sorted(champion, key=lambda k: challenger[k] - champion[k])[:LOSSES]:
+        r = records[key]
+        assert isinstance(r, SubjectRecordV2)  # the held-out series are phantom v2 studies
+        rows.append(
+            [
+                key,
+                r.field_of_view,
+                "yes" if r.bifurcation else "no",
+                "yes" if r.fat_sat else "no",
+                r.acquisition,
+                str(r.fatty_infiltration_grade),
+                f"{r.pixel_spacing_mm[0]:.2f}",
+                f"{champion[key]:.3f}",
+                f"{challenger[key]:.3f}",
+                f"{challenger[key] - champion[key]:+.3f}",
+            ]
+        )
+    return rows
+
+
 OLD_SITE_HEADER = ["N labels", "champion Dice", "challenger Dice", "change", f"within {TARGET_FORGETTING}"]
 
 
@@ -575,6 +607,13 @@ def report_draw(args: argparse.Namespace, draw: DrawResult) -> None:
     print_table(NEW_SITE_HEADER, new_site_rows(held_out, results))
     print(f"\nOld site (v2 default), {held_out.champion_old.series} held-out series (seed {seeds.old_seed}):\n")
     print_table(OLD_SITE_HEADER, old_site_rows(held_out, results))
+    last = results[-1]
+    changes = [last.challenger_old.dice[k] - d for k, d in held_out.champion_old.dice.items()]
+    print(
+        f"\nOld-site series the N={last.n} challenger lost most on (median change over the "
+        f"{len(changes)} series {statistics.median(changes):+.3f}):\n"
+    )
+    print_table(LOSSES_HEADER, loss_rows(held_out, last))
 
 
 DRAWS_HEADER = [
