@@ -526,16 +526,31 @@ def old_site_rows(held_out: HeldOut, results: list[Adaptation]) -> list[list[str
 
 
 LOSSES = 5  # old-site series listed, largest drop first
-LOSSES_HEADER = ["series", "field of view", "bifurcation", "fat-sat", "2D/3D", "fat grade", "pixel mm"]
-LOSSES_HEADER += ["champion Dice", "challenger Dice", "change"]
+LOSSES_HEADER = [
+    "series",
+    "field of view",
+    "bifurcation",
+    "fat-sat",
+    "2D/3D",
+    "fat grade",
+    "pixel mm",
+    "champion Dice",
+    "challenger Dice",
+    "change",
+]
+
+
+def old_site_changes(held_out: HeldOut, result: Adaptation) -> dict[str, float]:
+    """Challenger minus champion Dice on each held-out old-site series."""
+    return {k: result.challenger_old.dice[k] - d for k, d in held_out.champion_old.dice.items()}
 
 
 def loss_rows(held_out: HeldOut, result: Adaptation) -> list[list[str]]:
     """The old-site series whose Dice dropped most from champion to challenger, with what kind of study each is."""
-    champion, challenger = held_out.champion_old.dice, result.challenger_old.dice
+    changes = old_site_changes(held_out, result)
     records = {case.record.patient_id: case.record for case in held_out.old_site}
     rows = []
-    for key in sorted(champion, key=lambda k: challenger[k] - champion[k])[:LOSSES]:
+    for key in sorted(changes, key=changes.__getitem__)[:LOSSES]:
         r = records[key]
         assert isinstance(r, SubjectRecordV2)  # the held-out series are phantom v2 studies
         rows.append(
@@ -547,9 +562,9 @@ def loss_rows(held_out: HeldOut, result: Adaptation) -> list[list[str]]:
                 r.acquisition,
                 str(r.fatty_infiltration_grade),
                 f"{r.pixel_spacing_mm[0]:.2f}",
-                f"{champion[key]:.3f}",
-                f"{challenger[key]:.3f}",
-                f"{challenger[key] - champion[key]:+.3f}",
+                f"{held_out.champion_old.dice[key]:.3f}",
+                f"{result.challenger_old.dice[key]:.3f}",
+                f"{changes[key]:+.3f}",
             ]
         )
     return rows
@@ -608,7 +623,7 @@ def report_draw(args: argparse.Namespace, draw: DrawResult) -> None:
     print(f"\nOld site (v2 default), {held_out.champion_old.series} held-out series (seed {seeds.old_seed}):\n")
     print_table(OLD_SITE_HEADER, old_site_rows(held_out, results))
     last = results[-1]
-    changes = [last.challenger_old.dice[k] - d for k, d in held_out.champion_old.dice.items()]
+    changes = list(old_site_changes(held_out, last).values())
     print(
         f"\nOld-site series the N={last.n} challenger lost most on (median change over the "
         f"{len(changes)} series {statistics.median(changes):+.3f}):\n"
