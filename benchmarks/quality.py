@@ -16,7 +16,7 @@ converter. The model is the shipped one (``sciatic/model/phantom-cascade.pt``,
 sha256 checked against its ``.sha256`` file), ``--checkpoint`` (checked
 against ``--sha256`` or ``PATH.sha256`` when that exists), or with
 ``--train`` a cascade trained here exactly as ``build_demo_model`` does
-(``--train-subjects`` v2 subjects from ``--train-seed``, split 80/20,
+(``--train-subjects`` v2 subjects from ``--train-seed``, split 90/10,
 ``--epochs`` on the CPU).
 
 Per series (a leg is one side of ``sciatic.evaluation.metrics.split_sides``
