@@ -43,7 +43,7 @@ forgetting are judged over all draws (means; failures pooled). The tables are
 markdown; the exit status is 1 when a target is missed.
 
     .venv/bin/python benchmarks/adaptation.py [--n 4,8,16] [--budget-minutes 20] [--test 20] [--old-test 20]
-        [--epochs E] [--lr-factor F] [--replay-share S]
+        [--epochs E] [--lr-factor F] [--replay-share S] [--replay-pool P]
         [--label-seed 401] [--test-seed 402] [--old-seed 301] [--draws 1] [--slices K]
         [--checkpoint PT] [--database-url postgresql+psycopg2://user@host/postgres] [--work DIR] [--json OUT]
 """
@@ -168,6 +168,7 @@ TRAINING_OPTIONS = {
     "epochs": "train_epochs",
     "lr_factor": "train_fine_tune_lr_factor",
     "replay_share": "train_replay_share",
+    "replay_pool": "train_replay_pool",
 }
 
 
@@ -239,6 +240,7 @@ class TrainingOutcome:
     dice_difference: float | None
     dice_difference_low: float | None
     dice_difference_high: float | None
+    reference_change: float | None  # challenger - champion mean Dice on the old site's reference series
     challenger_model_id: int
     challenger_checkpoint: str
     challenger_sha256: str
@@ -280,6 +282,13 @@ def recorded(training_run_id: int, due: bool, wall_seconds: float) -> TrainingOu
             PipelineEvent.entity_id == training_run_id,
         )
         trained = dict(session.scalars(query).one().detail or {})
+        challenger_reference = dict(run.challenger_metrics or {}).get("reference")
+        champion_reference = dict(run.champion_metrics or {}).get("reference")
+        reference_change = (
+            float(challenger_reference["mean_dice"]) - float(champion_reference["mean_dice"])
+            if challenger_reference and champion_reference
+            else None
+        )
         return TrainingOutcome(
             training_run_id=training_run_id,
             retrain_due=due,
@@ -294,6 +303,7 @@ def recorded(training_run_id: int, due: bool, wall_seconds: float) -> TrainingOu
             dice_difference=run.dice_difference,
             dice_difference_low=run.dice_difference_low,
             dice_difference_high=run.dice_difference_high,
+            reference_change=reference_change,
             challenger_model_id=challenger.id,
             challenger_checkpoint=challenger.checkpoint_path,
             challenger_sha256=challenger.checkpoint_sha256,
@@ -591,7 +601,8 @@ def report(args: argparse.Namespace, info: dict[str, Any], draws: list[DrawResul
     print(
         f"champion {args.checkpoint.name}; training budget {args.budget_minutes:g} min "
         f"(SCIATIC_TRAIN_MAX_MINUTES), epochs {args.epochs or 'the service default'}, fine-tuning learning-rate "
-        f"factor {args.lr_factor or 'the service default'}, replay share {args.replay_share or 'the service default'}; "
+        f"factor {args.lr_factor or 'the service default'}, replay share {args.replay_share or 'the service default'}, "
+        f"replay pool {args.replay_pool or 'the service default'}; "
         f"device {draws[0].results[0].training.device}"
     )
     for d in draws:
@@ -637,6 +648,8 @@ DRAWS_HEADER = [
     "new site: champion -> challenger",
     "challenger failures",
     "old site: champion, change",
+    "reference studies",
+    "test split: Dice difference [95% interval]",
     "decision",
 ]
 
@@ -653,6 +666,8 @@ def draw_rows(draws: Sequence[DrawResult]) -> list[list[str]]:
                 f"{champion_new.mean_dice:.3f} -> {r.challenger_new.mean_dice:.3f}",
                 f"{r.challenger_new.failure_rate:.0%}",
                 f"{champion_old.mean_dice:.3f}, {r.challenger_old.mean_dice - champion_old.mean_dice:+.3f}",
+                "-" if r.training.reference_change is None else f"{r.training.reference_change:+.3f}",
+                interval(r.training),
                 r.training.decision,
             ]
         )
@@ -685,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="SCIATIC_TRAIN_EPOCHS (default: the service's)")
     parser.add_argument("--lr-factor", type=float, help="SCIATIC_TRAIN_FINE_TUNE_LR_FACTOR (default: the service's)")
     parser.add_argument("--replay-share", type=float, help="SCIATIC_TRAIN_REPLAY_SHARE (default: the service's)")
+    parser.add_argument("--replay-pool", type=int, help="SCIATIC_TRAIN_REPLAY_POOL (default: the service's)")
     parser.add_argument("--test", type=int, default=20, help="held-out new-site series (20)")
     parser.add_argument("--old-test", type=int, default=20, help="held-out old-site series (20)")
     parser.add_argument("--label-seed", type=int, default=401, help="seed of the labelled new-site studies")

@@ -217,6 +217,12 @@ class Settings(BaseSettings):
         description="Fine-tuning: up to this share of the training series are replayed from the training runs "
         "behind the production model, against forgetting (0.67: about two for each new one; 0: none).",
     )
+    train_replay_pool: int = Field(
+        1,
+        ge=1,
+        description="Fine-tuning a descendant of the shipped model: this many times the replayed phantom studies "
+        "are generated, and each epoch replays a different share of them (1: the same studies every epoch).",
+    )
     train_new_series_weight: int = Field(
         1,
         ge=1,

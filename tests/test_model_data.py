@@ -137,6 +137,23 @@ def test_a_weighted_case_gives_that_many_draws_of_its_slices_per_epoch() -> None
         as_case(dataclasses.replace(light, weight=0))
 
 
+def test_a_rotating_case_is_drawn_only_in_its_own_epochs() -> None:
+    new, *pool = (blob_subject(i, shape=(40, 34, 6)) for i in range(4))
+    rotating = [dataclasses.replace(case, every=3, phase=i) for i, case in enumerate(pool)]
+    config = dataclasses.replace(TINY_CASCADE, samples_per_subject=4)
+    dataset = CascadeDataset([new, *rotating], config, seed=3)
+    for epoch in range(6):
+        dataset.set_epoch(epoch)
+        assert sorted({s for s, _ in dataset.plan}) == [0, 1 + epoch % 3]  # the new case, and one of the pool
+        assert len(dataset) == 2 * 4  # as many steps in every epoch
+    montages = MontageDataset([new, dataclasses.replace(new, every=2, phase=1)], TINY_SEED, seed=0)
+    assert {s for s, _ in montages.plan} == {0}
+    montages.set_epoch(1)
+    assert {s for s, _ in montages.plan} == {0, 1}
+    with pytest.raises(ValueError, match="phase 2"):
+        as_case(dataclasses.replace(new, every=2, phase=2))
+
+
 def test_montage_dataset_samples() -> None:
     subjects = [blob_subject(i, shape=(32, 28, 7)) for i in range(2)]
     dataset = MontageDataset(subjects, TINY_SEED, seed=0)

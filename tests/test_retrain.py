@@ -194,6 +194,7 @@ def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
     monkeypatch.setenv("SCIATIC_TRAIN_REFERENCE_SERIES", "2")
     monkeypatch.setenv("SCIATIC_TRAIN_REPLAY_SHARE", "0.2")
     monkeypatch.setenv("SCIATIC_TRAIN_NEW_SERIES_WEIGHT", "2")
+    monkeypatch.setenv("SCIATIC_TRAIN_REPLAY_POOL", "2")
     monkeypatch.setenv("SCIATIC_TRAIN_FINE_TUNE_LR_FACTOR", "0.25")
     get_settings.cache_clear()
     _arrive(phantoms / "first")
@@ -206,12 +207,13 @@ def test_fine_tuning_the_shipped_model_replays_and_guards_regenerated_phantoms(
     old_site = PhantomOldSite.from_dict(run.split["phantom"])
     assert old_site is not None and old_site.reference_subjects == 2
     assert old_site.replay_subjects == len(run.split["train"]) // 4 >= 1  # replay / (train + replay) <= 0.2
-    assert old_site.reference_seed != old_site.replay_seed
+    assert old_site.reference_seed != old_site.replay_seed and old_site.replay_pool == 2
 
     pipeline.train_challenger(run_id, epochs=1, max_minutes=0.001)  # one optimiser step: about the champion
     trained = _trained_event(run_id)
-    assert trained["replayed_phantoms"] == old_site.replay_subjects
-    assert trained["training_series"] == len(run.split["train"]) + old_site.replay_subjects
+    assert trained["replayed_phantoms"] == 2 * old_site.replay_subjects  # a pool: half of it in each epoch
+    assert trained["replayed_phantoms_per_epoch"] == old_site.replay_subjects
+    assert trained["training_series"] == len(run.split["train"]) + 2 * old_site.replay_subjects
     assert trained["new_series_weight"] == 2
     training_folder = DataLayout.of(get_settings()).training_run(run_id)
     assert not (training_folder / "old-site-replay").exists()  # regenerated studies do not stay on disk

@@ -21,6 +21,8 @@ def _when(value: dt.datetime | None) -> str | None:
 
 def _training_facts(session: Session, run: TrainingRun) -> TrainingFacts:
     split = run.split
+    phantom = dict(split.get("phantom") or {})  # sciatic.model.old_site.PhantomOldSite
+    replayed = int(phantom.get("replay_subjects", 0))
     champion = registry.get(session, run.champion_model_id) if run.champion_model_id is not None else None
     start = "trained from scratch (random initial weights)"
     if run.initial_model_id is not None:
@@ -39,7 +41,8 @@ def _training_facts(session: Session, run: TrainingRun) -> TrainingFacts:
         challenger=run.challenger_metrics,
         champion=run.champion_metrics,
         champion_name=champion.name if champion else None,
-        phantom_replay=int(dict(split.get("phantom") or {}).get("replay_subjects", 0)),
+        phantom_replay=replayed * int(phantom.get("replay_pool", 1)),
+        phantom_replay_per_epoch=replayed,
         interval=interval,
         decision=run.decision.value,
         detail=run.decision_detail or "",

@@ -39,6 +39,7 @@ class TrainingFacts:
     decision: str
     detail: str
     phantom_replay: int = 0  # regenerated phantom studies replayed (sciatic.model.old_site)
+    phantom_replay_per_epoch: int = 0  # of which each epoch replays this many
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def _training(facts: TrainingFacts) -> list[str]:
         lines.append(f"| {what} | {series.get(part, 0)} | {subjects.get(part, '-')} |")
     lines.append(f"| replayed from earlier training | {series.get('replay', 0)} | - |")
     if facts.phantom_replay:
-        lines.append(f"| replayed phantom studies like the shipped model's | {facts.phantom_replay} | - |")
+        per_epoch = facts.phantom_replay_per_epoch
+        rotation = f" ({per_epoch} in each epoch)" if 0 < per_epoch < facts.phantom_replay else ""
+        lines.append(f"| replayed phantom studies like the shipped model's | {facts.phantom_replay}{rotation} | - |")
     lines += [
         "",
         "The split is by subject (every series of a subject in one part), stratified by cohort and seeded; "

@@ -40,6 +40,9 @@ class TrainingCase:
     name: str = ""
     #: samples per training epoch, in multiples of the configuration's (fine-tuning weighs the new site's up)
     weight: int = 1
+    #: drawn only in the epochs where ``epoch % every == phase`` (a larger replay pool, a share of it each epoch)
+    every: int = 1
+    phase: int = 0
 
 
 Item: TypeAlias = (
@@ -66,6 +69,8 @@ def as_case(item: Item, name: str = "") -> TrainingCase:
         case = TrainingCase(np.asarray(volume), np.asarray(mask), np.asarray(affine, dtype=np.float64), name)
     if case.weight < 1:
         raise ValueError(f"case {case.name!r}: weight {case.weight} must be >= 1")
+    if case.every < 1 or not 0 <= case.phase < case.every:
+        raise ValueError(f"case {case.name!r}: phase {case.phase} must be in [0, every={case.every})")
     if case.volume.ndim != 3 or case.volume.shape != case.mask.shape:
         raise ValueError(
             f"case {case.name!r}: volume {case.volume.shape} and mask {case.mask.shape} must be the same 3D shape"
@@ -310,15 +315,22 @@ class EpochDataset(Dataset[dict[str, torch.Tensor]]):
     or order of access.
     """
 
-    def __init__(self, config: ModelConfig, seed: int) -> None:
+    def __init__(self, subjects: Sequence[TrainingCase], config: ModelConfig, seed: int) -> None:
         self.config = config
         self.seed = seed
         self.epoch = 0
         self.plan: list[tuple[int, int]] = []
+        self.weights = [s.weight for s in subjects]
+        self.rotation = [(s.every, s.phase) for s in subjects]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.plan = self.make_plan(np.random.default_rng([self.seed, epoch, 0]))
+
+    def draws(self, s: int) -> int:
+        """How many times subject ``s`` is drawn in the current epoch (its weight, or 0 outside its epochs)."""
+        every, phase = self.rotation[s]
+        return self.weights[s] if self.epoch % every == phase else 0
 
     def make_plan(self, rng: np.random.Generator) -> list[tuple[int, int]]:
         raise NotImplementedError
@@ -334,9 +346,8 @@ class CascadeDataset(EpochDataset):
     """2.5D slices: a down-sampled whole slice for the localiser and a crop near the nerve for the segmenter."""
 
     def __init__(self, subjects: Sequence[TrainingCase], config: ModelConfig, seed: int) -> None:
-        super().__init__(config, seed)
+        super().__init__(subjects, config, seed)
         self.data = _prepared(subjects, config)
-        self.weights = [s.weight for s in subjects]
         self.set_epoch(0)
 
     def make_plan(self, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -344,7 +355,7 @@ class CascadeDataset(EpochDataset):
         n = self.config.samples_per_subject
         for s, (volume, _) in enumerate(self.data):
             z = volume.shape[2]
-            for _ in range(self.weights[s]):  # a case of weight w: w independent draws of its slices
+            for _ in range(self.draws(s)):  # a case of weight w: w independent draws of its slices
                 ks = rng.permutation(z)[:n] if 0 < n < z else np.arange(z)
                 plan.extend((s, int(k)) for k in ks)
         order = rng.permutation(len(plan))
@@ -380,11 +391,10 @@ class MontageDataset(EpochDataset):
     """Montages of contiguous slices (the seed's input); augmentation is applied to the volume's slices."""
 
     def __init__(self, subjects: Sequence[TrainingCase], config: ModelConfig, seed: int) -> None:
-        super().__init__(config, seed)
+        super().__init__(subjects, config, seed)
         self.data = _prepared(subjects, config)
         self.cache: dict[int, tuple[npt.NDArray[Any], npt.NDArray[Any]]] = {}
         self.counts = [self._montages(s, None)[0].shape[0] for s in range(len(self.data))]
-        self.weights = [s.weight for s in subjects]
         self.set_epoch(0)
 
     def _montages(self, s: int, rng: np.random.Generator | None) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
@@ -402,7 +412,7 @@ class MontageDataset(EpochDataset):
         return to_montages(vol_aug, self.config)[0], to_montages(mask_aug, self.config)[0]
 
     def make_plan(self, rng: np.random.Generator) -> list[tuple[int, int]]:
-        plan = [(s, m) for s, n in enumerate(self.counts) for _ in range(self.weights[s]) for m in range(n)]
+        plan = [(s, m) for s, n in enumerate(self.counts) for _ in range(self.draws(s)) for m in range(n)]
         order = rng.permutation(len(plan))
         return [plan[i] for i in order]
 

@@ -5,7 +5,10 @@ A hospital fine-tuning it on its own labels holds none of that data, yet the
 generator makes more of the same kind on demand. A retraining run whose
 production model descends from the shipped one therefore records, in its
 split, a ``phantom`` entry: a seed and a count of subjects to *replay* while
-fine-tuning (mixed into the training series, against forgetting) and another
+fine-tuning (mixed into the training series, against forgetting; a pool of
+``replay_pool`` times that many is generated and each epoch replays a
+different share of it, so that the run sees more of the old site's variety at
+the same number of steps) and another
 seed and count for the *reference* series on which challenger and champion
 are both scored, so that a challenger that forgets the old site is not
 promoted (``SCIATIC_PROMOTE_MAX_FORGETTING``). The seeds differ from the
@@ -14,12 +17,13 @@ shipped model's own training seed, so the reference series are unseen by it.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sciatic.model.data import Item
+from sciatic.model.data import Item, TrainingCase, as_case
 from sciatic.model.shipped import SHIPPED_MODEL_SHA256_FILE
 
 __all__ = ["PhantomOldSite", "is_shipped", "phantom_items"]
@@ -34,18 +38,30 @@ class PhantomOldSite:
     """What a training run regenerates of its production model's phantom training data."""
 
     replay_seed: int
-    replay_subjects: int  # 0 when the run does not fine-tune
+    replay_subjects: int  # replayed in each epoch; 0 when the run does not fine-tune
     reference_seed: int
     reference_subjects: int
+    replay_pool: int = 1  # replay_pool * replay_subjects are generated; epoch e replays share e % replay_pool
 
     @classmethod
-    def for_run(cls, train_seed: int, replay_subjects: int, reference_subjects: int) -> PhantomOldSite:
+    def for_run(
+        cls, train_seed: int, replay_subjects: int, reference_subjects: int, replay_pool: int = 1
+    ) -> PhantomOldSite:
         return cls(
             replay_seed=train_seed + REPLAY_SEED_OFFSET,
             replay_subjects=max(0, replay_subjects),
             reference_seed=train_seed + REFERENCE_SEED_OFFSET,
             reference_subjects=max(0, reference_subjects),
+            replay_pool=max(1, replay_pool),
         )
+
+    def replay_cases(self, work_dir: Path) -> list[TrainingCase]:
+        """The replay pool, generated into ``work_dir``: each case marked with the epochs that replay it."""
+        items = phantom_items(work_dir, self.replay_subjects * self.replay_pool, self.replay_seed)
+        return [
+            dataclasses.replace(as_case(item), every=self.replay_pool, phase=i % self.replay_pool)
+            for i, item in enumerate(items)
+        ]
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -54,7 +70,7 @@ class PhantomOldSite:
     def from_dict(cls, value: dict[str, Any] | None) -> PhantomOldSite | None:
         if not value:
             return None
-        return cls(**{key: int(value[key]) for key in cls.__dataclass_fields__})
+        return cls(**{key: int(value[key]) for key in cls.__dataclass_fields__ if key in value})
 
 
 def is_shipped(sha256: str) -> bool:

@@ -178,7 +178,9 @@ def _phantom_old_site(
         return None
     room = replay_room(settings.train_replay_share, len(split["train"]))
     replay = room - len(split["replay"]) if fine_tuning else 0
-    old_site = PhantomOldSite.for_run(settings.train_seed, replay, settings.train_reference_series)
+    old_site = PhantomOldSite.for_run(
+        settings.train_seed, replay, settings.train_reference_series, settings.train_replay_pool
+    )
     if old_site.replay_subjects == 0 and old_site.reference_subjects == 0:
         return None
     return old_site
@@ -276,7 +278,7 @@ def train_challenger(
     from sciatic.model.checkpoint import load_checkpoint
     from sciatic.model.configs import config_from_dict, config_to_dict
     from sciatic.model.data import Item, as_case
-    from sciatic.model.old_site import PhantomOldSite, phantom_items
+    from sciatic.model.old_site import PhantomOldSite
     from sciatic.model.train import train
 
     with session_scope(engine) as session:
@@ -305,8 +307,13 @@ def train_challenger(
     replay_dir = out_dir / "old-site-replay"
     replayed: list[Item] = []
     if old_site is not None and old_site.replay_subjects:
-        log.info("training run %s: generating %s phantom studies to replay", training_run_id, old_site.replay_subjects)
-        replayed = phantom_items(replay_dir, old_site.replay_subjects, old_site.replay_seed)
+        log.info(
+            "training run %s: generating %s phantom studies to replay, %s in each epoch",
+            training_run_id,
+            old_site.replay_subjects * old_site.replay_pool,
+            old_site.replay_subjects,
+        )
+        replayed.extend(old_site.replay_cases(replay_dir))
     weight = settings.train_new_series_weight if items("replay") or replayed else 1  # replay: fine-tuning only
     new_series = [dataclasses.replace(as_case(item), weight=weight) for item in items("train")]
     train_items: list[Item] = [*new_series, *items("replay"), *replayed]
@@ -355,6 +362,7 @@ def train_challenger(
             new_series_weight=weight,
             replayed_series=len(items("replay")),
             replayed_phantoms=len(replayed),
+            replayed_phantoms_per_epoch=old_site.replay_subjects if old_site is not None else 0,
             initial_model_id=initial_id,
             initial_weights=result.initial_digest,
         )
