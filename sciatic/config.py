@@ -218,10 +218,11 @@ class Settings(BaseSettings):
         "behind the production model, against forgetting (0.67: about two for each new one; 0: none).",
     )
     train_replay_pool: int = Field(
-        1,
+        3,
         ge=1,
         description="Fine-tuning a descendant of the shipped model: this many times the replayed phantom studies "
-        "are generated, and each epoch replays a different share of them (1: the same studies every epoch).",
+        "are generated, and each epoch replays a different share of them (1: the same studies every epoch, "
+        "which forgot more of the old site in the adaptation benchmark).",
     )
     train_new_series_weight: int = Field(
         1,

@@ -65,7 +65,7 @@ def test_a_tie_does_not_clear_the_margin(margin: float) -> None:
     verdict = decide(PromotionRule(margin=margin), same, dict(same))
     assert not verdict.promote and verdict.interval is not None
     assert verdict.interval.low == verdict.interval.high == 0.0
-    assert "kept production" in verdict.detail
+    assert "kept production" in verdict.detail and "too few" not in verdict.detail  # no gain to show
 
 
 def test_a_better_mean_with_a_wide_interval_is_not_enough() -> None:
@@ -75,6 +75,7 @@ def test_a_better_mean_with_a_wide_interval_is_not_enough() -> None:
     verdict = decide(PromotionRule(margin=0.01), challenger, champion)
     assert verdict.interval is not None and verdict.interval.mean == pytest.approx(0.02)
     assert verdict.interval.low < 0 and not verdict.promote
+    assert "5 test series are too few to show it with 95% confidence: label more series" in verdict.detail
 
 
 def test_more_failures_keep_production() -> None:

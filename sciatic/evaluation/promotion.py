@@ -149,11 +149,17 @@ def decide(
             f"mean Dice is {-lost:+.3f} against production's ({'within' if remembers else 'beyond'} "
             f"the {rule.max_forgetting} allowed)"
         )
+    unsettled = ""
+    if not better and interval.mean > rule.margin:  # a gain on average that these few series cannot show
+        unsettled = (
+            f" (the mean gain clears it, but {interval.n} test series are too few to show it with "
+            f"{rule.confidence:.0%} confidence: label more series of this site)"
+        )
     detail = (
         f"Dice challenger - production {interval.mean:+.3f}, {rule.confidence:.0%} CI "
         f"[{interval.low:+.3f}, {interval.high:+.3f}] over {interval.n} test series "
         f"(paired bootstrap, {rule.resamples} resamples, seed {rule.seed}); lower bound "
-        f"{'>' if better else '<='} margin {rule.margin}; failure rate {new_failures:.0%} vs {old_failures:.0%}"
-        f"{'' if safe else ' (worse)'}{old_site}: {'promoted' if promote else 'kept production'}"
+        f"{'>' if better else '<='} margin {rule.margin}{unsettled}; failure rate {new_failures:.0%} vs "
+        f"{old_failures:.0%}{'' if safe else ' (worse)'}{old_site}: {'promoted' if promote else 'kept production'}"
     )
     return Verdict(promote, detail, interval, lost)
