@@ -29,8 +29,10 @@ folder (embedded SQLite, or a throwaway database on the PostgreSQL server of
    ``--test-seed``) and ``--old-test`` old-site series (phantom v2 default,
    seed ``--old-seed``). The champion is the same file for every N, so it is
    scored once. The report also lists the old-site series the last N's
-   challenger lost most on, with the kind of study each is: forgetting tends
-   to sit in a few series of one kind rather than everywhere.
+   challenger lost most on, with the kind of study each is (forgetting tends
+   to sit in a few series of one kind rather than everywhere), and each
+   model's mask size against the truth's (the median over the series moving
+   away from 1 says that the probabilities' calibration shifted).
 
 Targets, at the largest N (16 by default): the challenger is promoted; the
 production model after the run has mean Dice >= 0.85 and failures (Dice <
@@ -130,10 +132,22 @@ class Score:
     failure_rate: float
     series: int
     dice: dict[str, float]
+    size_ratio: dict[str, float]  # mask voxels / truth voxels
 
     @classmethod
     def of(cls, evaluation: Evaluation) -> Score:
-        return cls(evaluation.mean_dice, evaluation.failure_rate, len(evaluation.dice), dict(evaluation.dice))
+        return cls(
+            evaluation.mean_dice,
+            evaluation.failure_rate,
+            len(evaluation.dice),
+            dict(evaluation.dice),
+            dict(evaluation.size_ratio),
+        )
+
+    @property
+    def median_size(self) -> float:
+        """The median over the series of mask size / truth size (1: no bias; below 1: masks too small)."""
+        return statistics.median(self.size_ratio.values())
 
 
 def score(checkpoint: Path, sha256: str, cases: Sequence[PhantomCase]) -> Score:
@@ -530,6 +544,7 @@ def old_site_rows(held_out: HeldOut, results: list[Adaptation]) -> list[list[str
                 f"{r.challenger_old.mean_dice:.3f}",
                 f"{change:+.3f}",
                 "yes" if -change <= TARGET_FORGETTING else "**no**",
+                f"{champion.median_size:.2f} -> {r.challenger_old.median_size:.2f}",
             ]
         )
     return rows
@@ -547,6 +562,7 @@ LOSSES_HEADER = [
     "champion Dice",
     "challenger Dice",
     "change",
+    "mask / truth size: champion -> challenger",
 ]
 
 
@@ -575,12 +591,20 @@ def loss_rows(held_out: HeldOut, result: Adaptation) -> list[list[str]]:
                 f"{held_out.champion_old.dice[key]:.3f}",
                 f"{result.challenger_old.dice[key]:.3f}",
                 f"{changes[key]:+.3f}",
+                f"{held_out.champion_old.size_ratio[key]:.2f} -> {result.challenger_old.size_ratio[key]:.2f}",
             ]
         )
     return rows
 
 
-OLD_SITE_HEADER = ["N labels", "champion Dice", "challenger Dice", "change", f"within {TARGET_FORGETTING}"]
+OLD_SITE_HEADER = [
+    "N labels",
+    "champion Dice",
+    "challenger Dice",
+    "change",
+    f"within {TARGET_FORGETTING}",
+    "mask / truth size, median: champion -> challenger",
+]
 
 
 def start_of(training: TrainingOutcome) -> str:

@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
 from sciatic.evaluation.qc import dice
 from sciatic.model.checkpoint import load_checkpoint, state_digest
+from sciatic.model.data import TrainingCase
 from sciatic.model.infer import load_model, segment_volume
-from sciatic.model.train import segmentation_loss, train
+from sciatic.model.train import score_cases, segmentation_loss, train
 from sciatic.storage import sha256_file
 from tests._model_synthetic import TINY_CASCADE, TINY_SEED, blob_subject
 
@@ -78,6 +80,17 @@ def test_cpu_training_learns_blobs(tmp_path: Path) -> None:
     subject = val_items[0]
     mask = segment_volume(bundle, subject.volume, subject.affine).mask
     assert dice(mask, subject.mask) > 0.7
+
+    # each case's mask size against its label: a label twice as large halves the ratio
+    doubled = subject.mask | np.roll(subject.mask, 7, axis=0)  # a second disc beside each one
+    wide = TrainingCase(subject.volume, doubled, subject.affine, "doubled")
+    evaluation = score_cases(bundle, [subject, wide])
+    ratio = evaluation.size_ratio[subject.name]
+    assert ratio == pytest.approx(np.count_nonzero(mask) / np.count_nonzero(subject.mask))
+    assert 0.7 < ratio < 1.3
+    assert evaluation.size_ratio["doubled"] == pytest.approx(np.count_nonzero(mask) / np.count_nonzero(doubled))
+    assert evaluation.size_ratio["doubled"] < 0.6 * ratio
+    assert json.loads(json.dumps(evaluation.to_dict()))["size_ratio"] == evaluation.size_ratio
 
 
 def test_step_budget_stops_mid_epoch(tmp_path: Path) -> None:

@@ -153,6 +153,9 @@ class Evaluation:
     mean_dice: float
     failure_rate: float  # share of cases with Dice below the failure threshold
     mean_dice_when_working: float | None
+    #: case name -> voxels of the mask / voxels of its label (1: the right size; a shift of every case's
+    #: size says the model's calibration moved rather than that it misses a kind of study)
+    size_ratio: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +163,7 @@ class Evaluation:
             "failure_rate": self.failure_rate,
             "mean_dice_when_working": self.mean_dice_when_working,
             "dice": dict(self.dice),
+            "size_ratio": dict(self.size_ratio),
         }
 
 
@@ -177,15 +181,14 @@ def score_cases(
     """
     if not cases:
         raise ValueError("no cases to evaluate")
-    scores = {
-        case.name: float(
-            dice(
-                segment_volume(bundle, case.volume, case.affine, drop_stray=drop_stray).mask,
-                case.mask,
-            )
-        )
-        for case in cases
-    }
+    scores: dict[str, float] = {}
+    sizes: dict[str, float] = {}
+    for case in cases:
+        mask = segment_volume(bundle, case.volume, case.affine, drop_stray=drop_stray).mask
+        scores[case.name] = float(dice(mask, case.mask))
+        truth = int(np.count_nonzero(case.mask))
+        if truth:  # no size to compare with an empty label
+            sizes[case.name] = int(np.count_nonzero(mask)) / truth
     values = list(scores.values())
     working = [d for d in values if d >= failure_dice]
     return Evaluation(
@@ -193,6 +196,7 @@ def score_cases(
         mean_dice=sum(values) / len(values),
         failure_rate=1 - len(working) / len(values),
         mean_dice_when_working=sum(working) / len(working) if working else None,
+        size_ratio=sizes,
     )
 
 
